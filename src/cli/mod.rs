@@ -1,0 +1,73 @@
+//! Command-line front end: argument parsing and dispatch. Each subcommand lives in its own
+//! file with an `Args` struct and a `run` function; the work itself is in the library.
+
+mod initrd;
+mod matrix;
+
+use clap::{Parser, Subcommand};
+
+/// A request refused before any work started (bad combination, unknown name…): exit 2.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "osbuilder",
+    version,
+    about = "Build Kata-style guest OS artifacts: rootfs, initrd and disk images, rootless and reproducible",
+    long_about = None,
+    after_help = "Run `osbuilder <command> --help` for the options of each command.\n\
+                  SOURCE_DATE_EPOCH, when set, fixes every timestamp written into artifacts."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show the supported distro × arch × init combinations, or check one
+    Matrix(matrix::Args),
+    /// Pack a rootfs into a compressed newc cpio initrd
+    Initrd(initrd::Args),
+}
+
+/// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
+pub fn main() -> i32 {
+    crate::output::install_signal_cleanup();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Matrix(a) => matrix::run(a),
+        Command::Initrd(a) => initrd::run(a),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<crate::matrix::Unsupported>().is_some()
+                || e.downcast_ref::<crate::arch::UnknownArch>().is_some();
+            eprintln!("osbuilder: error: {e:#}");
+            if usage { 2 } else { 1 }
+        }
+    }
+}
+
+/// Parse an arch argument (any alias), defaulting to the host's.
+pub(crate) fn arch_or_host(a: Option<crate::arch::Arch>) -> anyhow::Result<crate::arch::Arch> {
+    match a.or_else(crate::arch::Arch::host) {
+        Some(a) => Ok(a),
+        None => Err(UsageError(format!(
+            "this host's architecture ({}) is not a target osbuilder knows; pass --arch",
+            std::env::consts::ARCH
+        ))
+        .into()),
+    }
+}

@@ -1,0 +1,13 @@
+//! osbuilder: build Kata-style guest OS artifacts, rootless and reproducible.
+//!
+//! Modules follow the pipeline (see README.md): `distro`/`matrix` plan and validate a
+//! request, `tree` is the rootfs + metadata every packer reads, `initrd` packs it.
+
+pub mod arch;
+pub mod cli;
+pub mod compress;
+pub mod distro;
+pub mod initrd;
+pub mod matrix;
+pub mod output;
+pub mod tree;

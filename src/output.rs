@@ -1,0 +1,177 @@
+//! Outputs that appear atomically: written under a temporary name in the destination
+//! folder, fsynced, then renamed. A failed run removes the temporary file; an interrupted
+//! one (SIGINT/SIGTERM/SIGHUP) does too, through the handler installed by
+//! [`install_signal_cleanup`]. After kill -9 only a hidden `.NAME.partial-PID` file can
+//! remain, never anything under the final name.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::{Context, Result};
+
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remove pending temporary outputs when the process is interrupted.
+pub fn install_signal_cleanup() {
+    let _ = ctrlc::set_handler(|| {
+        if let Ok(list) = PENDING.lock() {
+            for p in list.iter() {
+                let _ = remove_any(p);
+            }
+        }
+        eprintln!("osbuilder: interrupted; partial outputs removed");
+        std::process::exit(130);
+    });
+}
+
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    if p.is_dir() && !p.is_symlink() {
+        std::fs::remove_dir_all(p)
+    } else {
+        std::fs::remove_file(p)
+    }
+}
+
+/// Register a temporary path (file or directory) for removal on interruption.
+pub fn track(p: &Path) {
+    if let Ok(mut list) = PENDING.lock() {
+        list.push(p.to_path_buf());
+    }
+}
+
+pub fn untrack(p: &Path) {
+    if let Ok(mut list) = PENDING.lock() {
+        list.retain(|x| x != p);
+    }
+}
+
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: File,
+    committed: bool,
+}
+
+impl AtomicFile {
+    /// Create the temporary file now, so an unwritable destination fails before any work.
+    pub fn create(dest: &Path) -> Result<AtomicFile> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let name = dest
+            .file_name()
+            .with_context(|| format!("output path {} has no file name", dest.display()))?;
+        if dest.is_dir() {
+            anyhow::bail!("output {} is a directory; give a file name", dest.display());
+        }
+        let md = std::fs::metadata(&dir).with_context(|| {
+            format!(
+                "cannot write output {}: folder {} does not exist",
+                dest.display(),
+                dir.display()
+            )
+        })?;
+        if !md.is_dir() {
+            anyhow::bail!(
+                "cannot write output {}: {} is not a folder",
+                dest.display(),
+                dir.display()
+            );
+        }
+        let tmp = dir.join(format!(
+            ".{}.partial-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let file = File::create(&tmp).with_context(|| {
+            format!(
+                "cannot write output {} (in {})",
+                dest.display(),
+                dir.display()
+            )
+        })?;
+        track(&tmp);
+        Ok(AtomicFile {
+            tmp,
+            dest: dest.to_path_buf(),
+            file,
+            committed: false,
+        })
+    }
+
+    /// A handle for writing (shares the file offset with the original).
+    pub fn handle(&self) -> Result<File> {
+        Ok(self.file.try_clone()?)
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Make the output visible under its final name.
+    pub fn commit(mut self) -> Result<()> {
+        self.file
+            .sync_all()
+            .with_context(|| format!("syncing {}", self.tmp.display()))?;
+        std::fs::rename(&self.tmp, &self.dest).with_context(|| {
+            format!("renaming {} to {}", self.tmp.display(), self.dest.display())
+        })?;
+        if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        untrack(&self.tmp);
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.tmp);
+            untrack(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn nothing_appears_until_commit_and_drop_cleans_up() {
+        let d = tempfile::tempdir().unwrap();
+        let dest = d.path().join("out.img");
+        {
+            let a = AtomicFile::create(&dest).unwrap();
+            a.handle().unwrap().write_all(b"partial").unwrap();
+            assert!(!dest.exists());
+        }
+        assert_eq!(
+            std::fs::read_dir(d.path()).unwrap().count(),
+            0,
+            "temp file left behind"
+        );
+        let a = AtomicFile::create(&dest).unwrap();
+        a.handle().unwrap().write_all(b"done").unwrap();
+        a.commit().unwrap();
+        assert_eq!(std::fs::read(&dest).unwrap(), b"done");
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn missing_folder_is_reported() {
+        let err = format!(
+            "{:#}",
+            AtomicFile::create(Path::new("/nonexistent-dir/x.img"))
+                .err()
+                .unwrap()
+        );
+        assert!(err.contains("does not exist"), "{err}");
+    }
+}
