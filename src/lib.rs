@@ -10,4 +10,5 @@ pub mod distro;
 pub mod initrd;
 pub mod matrix;
 pub mod output;
+pub mod pkg;
 pub mod tree;

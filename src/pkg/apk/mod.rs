@@ -1,0 +1,7 @@
+//! Alpine's apk v2 format: signed indexes and packages, version ordering, resolution,
+//! and the installed-package database that `apk` reads inside the guest.
+
+pub mod index;
+pub mod resolve;
+pub mod sign;
+pub mod version;

@@ -1,0 +1,3 @@
+//! Native package installers, one submodule per package format.
+
+pub mod apk;
