@@ -5,3 +5,6 @@ pub mod index;
 pub mod resolve;
 pub mod sign;
 pub mod version;
+pub mod busybox;
+pub mod db;
+pub mod package;
