@@ -30,6 +30,8 @@ pub struct Resolver<'a> {
 #[derive(Debug)]
 pub struct Resolution<'a> {
     pub packages: Vec<&'a Package>,
+    /// Positions of `packages` in the slice given to [`Resolver::new`].
+    pub indices: Vec<usize>,
 }
 
 struct State {
@@ -188,8 +190,10 @@ impl<'a> Resolver<'a> {
                 break;
             }
         }
+        let indices = self.order(&st);
         Ok(Resolution {
-            packages: self.order(&st),
+            packages: indices.iter().map(|&i| &self.pkgs[i]).collect(),
+            indices,
         })
     }
 
@@ -248,7 +252,7 @@ impl<'a> Resolver<'a> {
     }
 
     /// Dependencies first, then alphabetical; cycles are broken in name order.
-    fn order(&self, st: &State) -> Vec<&'a Package> {
+    fn order(&self, st: &State) -> Vec<usize> {
         let chosen: BTreeMap<&str, usize> =
             st.chosen.iter().map(|(n, i)| (n.as_str(), *i)).collect();
         let mut done: BTreeSet<&str> = BTreeSet::new();
@@ -266,7 +270,7 @@ impl<'a> Resolver<'a> {
         st: &State,
         done: &mut BTreeSet<&'s str>,
         active: &mut BTreeSet<&'s str>,
-        out: &mut Vec<&'a Package>,
+        out: &mut Vec<usize>,
     ) {
         if done.contains(name) || !active.insert(name) {
             return;
@@ -288,7 +292,7 @@ impl<'a> Resolver<'a> {
         }
         active.remove(name);
         if done.insert(name) {
-            out.push(&self.pkgs[i]);
+            out.push(i);
         }
     }
 }

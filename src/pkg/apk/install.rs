@@ -1,0 +1,526 @@
+//! The native Alpine rootfs backend: signed indexes → resolution → verified packages →
+//! a rootfs with apk's own database, without running anything from the target.
+//!
+//! Steps: fetch `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each component and
+//! verify it; resolve the world; fetch the packages in parallel into the shared cache
+//! (addressed by the index's control checksum); verify each package (signature, control
+//! checksum, datahash) and extract its data segment into a temporary folder beside the
+//! output; make what install scripts would have made (busybox applet links, /etc/shadow's
+//! group); write /lib/apk/db, /etc/apk; then move the folder to its final name and write
+//! the metadata (`ROOTFS.mtree`) and the package record (`ROOTFS.packages.json`) beside it.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+
+use super::busybox;
+use super::db::{self, ManifestEntry};
+use super::index::{self, Package};
+use super::package::{self, hex};
+use super::resolve::Resolver;
+use super::sign::{Keyring, gzip_members};
+use super::version::Dep;
+use crate::arch::Arch;
+use crate::distro::Distro;
+use crate::pkg::cache::Cache;
+use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
+use crate::pkg::fetch::{Fetcher, join_url, required};
+use crate::pkg::record::{self, InstalledPackage, PackageRecord};
+use crate::pkg::{Digest, PackageRef, sha256_file};
+use crate::tree::mtree::Mtree;
+
+/// What to build.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub arch: Arch,
+    /// `3.22` (or `v3.22`) or `edge`.
+    pub version: String,
+    /// The mirror root (holding `v3.22/`, `edge/`).
+    pub mirror: String,
+    /// The world: package names or constraints (`busybox`, `musl>=1.2`, `so:…`).
+    pub packages: Vec<String>,
+    /// Extra folders of trusted `.rsa.pub` keys (`--keys-dir`).
+    pub keys_dirs: Vec<PathBuf>,
+    pub cache_dir: Option<PathBuf>,
+    /// Timestamp for files osbuilder writes itself (SOURCE_DATE_EPOCH).
+    pub source_date_epoch: Option<i64>,
+    /// Init mode name recorded in the package record.
+    pub init: String,
+}
+
+/// `v3.22` or `edge`: the release folder under the mirror.
+pub fn release_dir(version: &str) -> Result<String> {
+    let v = version.trim().trim_start_matches('v');
+    if v == "edge" {
+        return Ok("edge".into());
+    }
+    let parts: Vec<&str> = v.split('.').collect();
+    if parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        return Ok(format!("v{v}"));
+    }
+    bail!("Alpine version '{version}' is not a release number like 3.22, or 'edge'")
+}
+
+/// Alpine's keys shipped in distros/alpine/keys, plus every `--keys-dir`.
+pub fn keyring(distro: &Distro, extra: &[PathBuf]) -> Result<Keyring> {
+    let mut k = Keyring::new();
+    if let Some(dir) = &distro.keys_dir {
+        for (name, pem) in distro.files_under(dir) {
+            if name.ends_with(".pub") {
+                k.add_pem(name, pem)
+                    .with_context(|| format!("distros/{}/{dir}/{name}", distro.name))?;
+            }
+        }
+    }
+    for d in extra {
+        k.add_dir(d)?;
+    }
+    if k.is_empty() {
+        bail!(
+            "no trusted apk keys: distros/{}/ has none and no --keys-dir was given",
+            distro.name
+        );
+    }
+    Ok(k)
+}
+
+/// One repository (component) and its verified index.
+pub struct Repo {
+    /// `MIRROR/v3.22/main`: the line for /etc/apk/repositories.
+    pub base: String,
+    pub packages: Vec<Package>,
+    pub signed_by: String,
+}
+
+/// A resolved package and the repository it comes from.
+pub struct Planned {
+    pub pkg: Package,
+    pub repo: usize,
+}
+
+pub struct Plan {
+    pub repos: Vec<Repo>,
+    /// Install order: dependencies first.
+    pub packages: Vec<Planned>,
+    pub world: Vec<Dep>,
+}
+
+impl Plan {
+    /// `name version arch size`, one package per line, in install order.
+    pub fn lines(&self) -> String {
+        let mut s = String::new();
+        for p in &self.packages {
+            s.push_str(&format!(
+                "{} {} {} {}\n",
+                p.pkg.name, p.pkg.version, p.pkg.arch, p.pkg.size
+            ));
+        }
+        s
+    }
+
+    pub fn url_of(&self, p: &Planned, arch: Arch) -> String {
+        join_url(
+            &self.repos[p.repo].base,
+            &format!("{}/{}", arch.alpine(), p.pkg.file_name()),
+        )
+    }
+}
+
+/// Fetch and verify the indexes, then resolve the world.
+pub fn plan(distro: &Distro, opts: &Options, keys: &Keyring, fetcher: &Fetcher) -> Result<Plan> {
+    let release = release_dir(&opts.version)?;
+    let components = if distro.components.is_empty() {
+        vec!["main".to_string()]
+    } else {
+        distro.components.clone()
+    };
+    let mut repos = Vec::new();
+    for comp in &components {
+        let base = join_url(&opts.mirror, &format!("{release}/{comp}"));
+        let url = join_url(&base, &format!("{}/APKINDEX.tar.gz", opts.arch.alpine()));
+        let bytes = required(fetcher.get(&url)).with_context(|| {
+            format!(
+                "fetching the Alpine index {url} (a mirror is laid out as \
+                 MIRROR/{release}/{comp}/{}/APKINDEX.tar.gz)",
+                opts.arch.alpine()
+            )
+        })?;
+        let idx = index::load(&bytes, keys, &url)?;
+        repos.push(Repo {
+            base,
+            packages: idx.packages,
+            signed_by: idx.signed_by,
+        });
+    }
+    let mut all = Vec::new();
+    let mut repo_of = Vec::new();
+    for (r, repo) in repos.iter().enumerate() {
+        for p in &repo.packages {
+            // An index holds its arch's packages and noarch ones; anything else is refused
+            // rather than installed on the wrong machine.
+            if p.arch == opts.arch.alpine() || p.arch == "noarch" {
+                all.push(p.clone());
+                repo_of.push(r);
+            }
+        }
+    }
+    let world: Vec<Dep> = opts
+        .packages
+        .iter()
+        .map(|s| Dep::parse(s).map_err(anyhow::Error::msg))
+        .collect::<Result<_>>()?;
+    if world.is_empty() {
+        bail!("no packages requested");
+    }
+    let res = Resolver::new(&all).resolve(&world)?;
+    let packages = res
+        .indices
+        .iter()
+        .map(|&i| Planned {
+            pkg: all[i].clone(),
+            repo: repo_of[i],
+        })
+        .collect();
+    Ok(Plan {
+        repos,
+        packages,
+        world,
+    })
+}
+
+/// The digest the cache files a package under: the index's `C:` (SHA-1 of the control
+/// member), checked over the whole downloaded file by splitting its gzip members.
+fn control_digest(p: &Package) -> Result<Digest> {
+    let b64 = p
+        .checksum
+        .strip_prefix("Q1")
+        .with_context(|| format!("{}: unsupported checksum '{}' (not Q1)", p.name, p.checksum))?;
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .with_context(|| format!("{}: bad checksum '{}'", p.name, p.checksum))?;
+    fn compute(r: &mut dyn std::io::Read) -> Result<String> {
+        let mut data = Vec::new();
+        r.read_to_end(&mut data)?;
+        let m = gzip_members(&data)?;
+        let control = m.get(1).context("not an apk: fewer than 2 gzip members")?;
+        use sha1::Digest as _;
+        Ok(hex(&sha1::Sha1::digest(&data[control.clone()])))
+    }
+    Ok(Digest::Custom {
+        name: "apk-control-sha1",
+        hex: hex(&raw),
+        compute,
+    })
+}
+
+/// What a build did.
+pub struct Report {
+    pub packages: usize,
+    pub mtree: PathBuf,
+    pub record: PathBuf,
+    pub busybox_links: usize,
+    pub busybox_source: &'static str,
+}
+
+/// Build the rootfs at `output` (which must not exist, or be an empty folder).
+pub fn build(distro: &Distro, opts: &Options, plan: &Plan, output: &Path) -> Result<Report> {
+    let keys = keyring(distro, &opts.keys_dirs)?;
+    check_output(output)?;
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    let fetcher = Fetcher::new();
+    let refs: Vec<PackageRef> = plan
+        .packages
+        .iter()
+        .map(|p| {
+            Ok(PackageRef {
+                name: p.pkg.name.clone(),
+                version: p.pkg.version.clone(),
+                arch: p.pkg.arch.clone(),
+                size: p.pkg.size,
+                url: plan.url_of(p, opts.arch),
+                digest: control_digest(&p.pkg)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    let files = fetcher.fetch_packages(&cache, &refs)?;
+
+    let tmp = temp_dir_beside(output)?;
+    crate::output::track(&tmp);
+    let result = populate(distro, opts, plan, &keys, &files, &tmp);
+    let (mtree, stats) = match result {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            crate::output::untrack(&tmp);
+            return Err(e);
+        }
+    };
+    // Metadata first, then the rename: a rootfs never appears without its metadata.
+    let mtree_path = Mtree::default_path_for(output);
+    mtree.save(&mtree_path)?;
+    if output.exists() {
+        std::fs::remove_dir(output)
+            .with_context(|| format!("replacing the empty folder {}", output.display()))?;
+    }
+    std::fs::rename(&tmp, output)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), output.display()))?;
+    crate::output::untrack(&tmp);
+
+    let mut installed = Vec::new();
+    for (p, f) in plan.packages.iter().zip(&files) {
+        installed.push(InstalledPackage {
+            name: p.pkg.name.clone(),
+            version: p.pkg.version.clone(),
+            arch: p.pkg.arch.clone(),
+            sha256: sha256_file(f)?,
+            size: p.pkg.size,
+            url: plan.url_of(p, opts.arch),
+        });
+    }
+    let record_path = record::record_path_for(output);
+    record::write_record(
+        &record_path,
+        &PackageRecord {
+            schema: 1,
+            distro: distro.name.clone(),
+            version: opts.version.trim_start_matches('v').to_string(),
+            arch: opts.arch.alpine().to_string(),
+            init: opts.init.clone(),
+            mirrors: plan.repos.iter().map(|r| r.base.clone()).collect(),
+            packages: installed,
+        },
+    )?;
+    Ok(Report {
+        packages: plan.packages.len(),
+        mtree: mtree_path,
+        record: record_path,
+        busybox_links: stats.0,
+        busybox_source: stats.1,
+    })
+}
+
+fn check_output(output: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(output) {
+        Err(_) => Ok(()),
+        Ok(m) if m.is_dir() => {
+            if std::fs::read_dir(output)?.next().is_some() {
+                bail!(
+                    "output {} exists and is not empty; remove it or choose another -o",
+                    output.display()
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => bail!("output {} exists and is not a folder", output.display()),
+    }
+}
+
+fn temp_dir_beside(output: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(output)?;
+    let parent = abs.parent().context("output has no parent folder")?;
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("creating {}", parent.display()))?;
+    let name = abs
+        .file_name()
+        .context("output has no name")?
+        .to_string_lossy()
+        .into_owned();
+    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    Ok(tmp)
+}
+
+fn mtime(opts: &Options) -> i64 {
+    opts.source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0)
+    })
+}
+
+/// Extract every package into `root`, then write what apk and the install scripts would.
+/// Returns the rootfs metadata and (busybox links made, where their list came from).
+fn populate(
+    distro: &Distro,
+    opts: &Options,
+    plan: &Plan,
+    keys: &Keyring,
+    files: &[PathBuf],
+    root: &Path,
+) -> Result<(Mtree, (usize, &'static str))> {
+    let t = mtime(opts);
+    let mut x = Extractor::new(root, ExtractOptions::default())?;
+    let mut db_text = String::new();
+    let mut scripts: Vec<(Package, Vec<(String, Vec<u8>)>)> = Vec::new();
+    // Every path a package put in the root, as named and as resolved in-root.
+    let mut present: BTreeSet<Vec<u8>> = BTreeSet::new();
+    for (p, f) in plan.packages.iter().zip(files) {
+        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+        let v = package::verify(&bytes, keys, &p.pkg)?;
+        let what = p.pkg.file_name();
+        let manifest: Vec<ManifestEntry> = db::manifest(v.data, &what)?;
+        let gz = flate2::read::MultiGzDecoder::new(v.data);
+        let placed = x.unpack(gz, &what)?;
+        for i in placed {
+            present.insert(i.path.strip_prefix(b"/").unwrap_or(&i.path).to_vec());
+            present.insert(i.on_disk);
+        }
+        // The index entry carries everything the db needs; the verified .PKGINFO agrees.
+        let mut info = p.pkg.clone();
+        info.size = bytes.len() as u64;
+        db_text.push_str(&db::installed_record(&info, &manifest));
+        scripts.push((info, v.scripts));
+    }
+
+    let links = busybox_links(&mut x, &present, t)?;
+    shadow_group(&mut x, t)?;
+    write_apk_state(&mut x, distro, opts, plan, &db_text, &scripts, t)?;
+    let mtree = x.finish()?;
+    Ok((mtree, links))
+}
+
+/// The applet links of busybox's `--install -s`, from data only (see busybox.rs).
+fn busybox_links(
+    x: &mut Extractor,
+    present: &BTreeSet<Vec<u8>>,
+    t: i64,
+) -> Result<(usize, &'static str)> {
+    if !present.contains(b"bin/busybox".as_slice()) {
+        return Ok((0, "no busybox"));
+    }
+    let (paths, source) = match x.read_file(b"etc/busybox-paths.d/busybox")? {
+        Some(list) => (
+            busybox::parse_paths_list(&String::from_utf8_lossy(&list)),
+            "etc/busybox-paths.d/busybox",
+        ),
+        None => {
+            let bin = x
+                .read_file(b"bin/busybox")?
+                .context("bin/busybox is not a regular file")?;
+            let names = busybox::applet_names_from_binary(&bin).context(
+                "busybox ships no etc/busybox-paths.d/busybox and its applet table was not \
+                 found in bin/busybox; cannot make the applet links",
+            )?;
+            let table = crate::distro::DistroSet::embedded()
+                .ok()
+                .and_then(|s| {
+                    s.get("alpine")
+                        .and_then(|d| d.file("busybox-paths").map(<[u8]>::to_vec))
+                })
+                .unwrap_or_default();
+            (
+                busybox::place_applets(&names, &String::from_utf8_lossy(&table)),
+                "the applet table in bin/busybox",
+            )
+        }
+    };
+    let mut made = 0;
+    for p in paths {
+        let b = p.as_bytes();
+        if present.contains(b) || b == b"bin/busybox" {
+            continue;
+        }
+        x.symlink(b, b"/bin/busybox", Attrs::root(0o777, t))?;
+        made += 1;
+    }
+    Ok((made, source))
+}
+
+/// alpine-baselayout's post-install: `chown root:shadow /etc/shadow; chmod 640`.
+fn shadow_group(x: &mut Extractor, t: i64) -> Result<()> {
+    let (Some(shadow), Some(group)) = (x.read_file(b"etc/shadow")?, x.read_file(b"etc/group")?)
+    else {
+        return Ok(());
+    };
+    let Some(gid) = db::group_id(&group, "shadow") else {
+        return Ok(());
+    };
+    x.write_file(
+        b"etc/shadow",
+        &mut shadow.as_slice(),
+        Attrs {
+            mode: 0o640,
+            uid: 0,
+            gid,
+            mtime: t,
+        },
+    )?;
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_apk_state(
+    x: &mut Extractor,
+    distro: &Distro,
+    opts: &Options,
+    plan: &Plan,
+    db_text: &str,
+    scripts: &[(Package, Vec<(String, Vec<u8>)>)],
+    t: i64,
+) -> Result<()> {
+    let dir = |x: &mut Extractor, p: &[u8]| x.create_dir(p, Attrs::root(0o755, t));
+    let file = |x: &mut Extractor, p: &[u8], body: &[u8]| {
+        x.write_file(p, &mut &body[..], Attrs::root(0o644, t))
+    };
+    for d in [
+        &b"etc/apk"[..],
+        b"etc/apk/keys",
+        b"lib/apk/db",
+        b"var/cache/apk",
+    ] {
+        dir(x, d)?;
+    }
+    let mut world: Vec<String> = plan.world.iter().map(|d| d.to_string()).collect();
+    world.sort();
+    world.dedup();
+    file(x, b"etc/apk/world", format!("{}\n", world.join("\n")).as_bytes())?;
+    let repos: String = plan.repos.iter().map(|r| format!("{}\n", r.base)).collect();
+    file(x, b"etc/apk/repositories", repos.as_bytes())?;
+    file(x, b"etc/apk/arch", format!("{}\n", opts.arch.alpine()).as_bytes())?;
+    // The keys this build trusted, so `apk` in the guest trusts the same ones.
+    if let Some(kd) = &distro.keys_dir {
+        for (name, pem) in distro.files_under(kd) {
+            file(x, format!("etc/apk/keys/{name}").as_bytes(), pem)?;
+        }
+    }
+    for d in &opts.keys_dirs {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(d)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "pub"))
+            .collect();
+        names.sort();
+        for p in names {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            file(x, format!("etc/apk/keys/{name}").as_bytes(), &std::fs::read(&p)?)?;
+        }
+    }
+    file(x, b"lib/apk/db/installed", db_text.as_bytes())?;
+    let refs: Vec<(&Package, &[(String, Vec<u8>)])> =
+        scripts.iter().map(|(p, s)| (p, s.as_slice())).collect();
+    let tar = db::scripts_tar(&refs, t.max(0) as u64)?;
+    file(x, b"lib/apk/db/scripts.tar", &tar)?;
+    file(x, b"lib/apk/db/triggers", b"")?;
+    file(x, b"lib/apk/db/lock", b"")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dirs() {
+        assert_eq!(release_dir("3.22").unwrap(), "v3.22");
+        assert_eq!(release_dir("v3.16").unwrap(), "v3.16");
+        assert_eq!(release_dir("edge").unwrap(), "edge");
+        assert!(release_dir("3").is_err());
+        assert!(release_dir("3.22/../x").is_err());
+        assert!(release_dir("bookworm").is_err());
+    }
+}
