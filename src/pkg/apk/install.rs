@@ -380,6 +380,7 @@ fn populate(
 
     let links = busybox_links(&mut x, &present, t)?;
     shadow_group(&mut x, t)?;
+    device_nodes(&mut x, &present, t)?;
     write_apk_state(&mut x, distro, opts, plan, &db_text, &scripts, t)?;
     let mtree = x.finish()?;
     Ok((mtree, links))
@@ -430,6 +431,20 @@ fn busybox_links(
         made += 1;
     }
     Ok((made, source))
+}
+
+/// The two device nodes a guest needs before devtmpfs is mounted: the kernel opens
+/// /dev/console for PID 1 of an initramfs, and early scripts write to /dev/null. Alpine
+/// leaves /dev empty (mdev or devtmpfs fill it); as an initrd, the rootfs needs these.
+/// Rootless builds record them in the metadata only.
+fn device_nodes(x: &mut Extractor, present: &BTreeSet<Vec<u8>>, t: i64) -> Result<()> {
+    use crate::tree::mtree::MType;
+    for (path, dev, mode) in [(&b"dev/console"[..], (5, 1), 0o600), (b"dev/null", (1, 3), 0o666)] {
+        if !present.contains(path) {
+            x.special(path, MType::Char, dev, Attrs::root(mode, t))?;
+        }
+    }
+    Ok(())
 }
 
 /// alpine-baselayout's post-install: `chown root:shadow /etc/shadow; chmod 640`.
@@ -523,4 +538,37 @@ mod tests {
         assert!(release_dir("3.22/../x").is_err());
         assert!(release_dir("bookworm").is_err());
     }
+}
+
+/// The `osbuilder rootfs` entry point for Alpine: print the plan (`dry_run`) or build.
+pub fn run(distro: &Distro, opts: &Options, output: Option<&Path>, dry_run: bool) -> Result<()> {
+    let keys = keyring(distro, &opts.keys_dirs)?;
+    if !dry_run {
+        let out = output.context("give the rootfs folder with -o")?;
+        check_output(out)?;
+    }
+    let start = std::time::Instant::now();
+    let plan = plan(distro, opts, &keys, &Fetcher::new())?;
+    for r in &plan.repos {
+        eprintln!("index {} (signed by {})", r.base, r.signed_by);
+    }
+    if dry_run {
+        print!("{}", plan.lines());
+        return Ok(());
+    }
+    let out = output.context("give the rootfs folder with -o")?;
+    let r = build(distro, opts, &plan, out)?;
+    eprintln!(
+        "busybox: {} applet links from {}",
+        r.busybox_links, r.busybox_source
+    );
+    eprintln!(
+        "wrote {}: {} packages in {:.1} s\nmetadata: {}\npackages: {}",
+        out.display(),
+        r.packages,
+        start.elapsed().as_secs_f64(),
+        r.mtree.display(),
+        r.record.display()
+    );
+    Ok(())
 }

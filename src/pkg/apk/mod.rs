@@ -8,3 +8,4 @@ pub mod version;
 pub mod busybox;
 pub mod db;
 pub mod package;
+pub mod install;
