@@ -1,6 +1,8 @@
 //! The real Alpine v3.16 x86_64 index (tests/fixtures/alpine): verified with Alpine's key,
 //! parsed, and resolved; a copy with one byte changed is refused.
 
+mod common;
+
 use osbuilder::distro::DistroSet;
 use osbuilder::pkg::apk::{index, resolve::Resolver, sign::Keyring, version::Dep};
 
@@ -64,4 +66,43 @@ fn an_unknown_key_is_refused() {
     let e = format!("{:#}", index::load(INDEX, &k, "APKINDEX").err().unwrap());
     assert!(e.contains("not a trusted key"), "{e}");
     assert!(e.contains("--keys-dir"), "{e}");
+}
+
+/// `osbuilder rootfs --dry-run` against the real index served on 127.0.0.1 in the mirror
+/// layout: one `name version arch size` line per package, sizes as the index says.
+#[test]
+fn dry_run_resolves_alpine_base_from_the_served_real_index() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("www/v3.16/main/x86_64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("APKINDEX.tar.gz"), INDEX).unwrap();
+    let mirror = common::apkrepo::serve(&d.path().join("www"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osbuilder"))
+        .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", "x86_64"])
+        .args(["--os-version", "3.16", "--packages", "alpine-base", "--dry-run"])
+        .args(["--mirror", &mirror, "-o"])
+        .arg(d.path().join("rootfs"))
+        .env("OSBUILDER_CACHE_DIR", d.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let idx = index::load(INDEX, &alpine_keys(), "APKINDEX").unwrap();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 21, "{stdout}");
+    for l in &lines {
+        let f: Vec<&str> = l.split(' ').collect();
+        assert_eq!(f.len(), 4, "{l}");
+        let p = idx
+            .packages
+            .iter()
+            .find(|p| p.name == f[0] && p.version == f[1])
+            .unwrap_or_else(|| panic!("{l} is not in the index"));
+        assert_eq!(f[2], p.arch);
+        assert_eq!(f[3], p.size.to_string());
+    }
+    assert!(lines.iter().any(|l| l.starts_with("busybox 1.35.0-r")), "{stdout}");
+    assert!(!d.path().join("rootfs").exists());
+    assert!(stderr.contains("signed by alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"), "{stderr}");
 }

@@ -72,25 +72,28 @@ pub fn run(a: Args) -> Result<()> {
         split_list(&a.packages)
     };
     packages.extend(split_list(&a.extra_pkgs));
-    let mirror = a
-        .mirror
-        .clone()
-        .or_else(|| std::env::var("OSBUILDER_MIRROR").ok().filter(|m| !m.is_empty()))
-        .or_else(|| Some(d.mirror.default.clone()).filter(|m| !m.is_empty()));
+    let mirror = crate::mirror::resolve(
+        a.mirror.as_deref(),
+        d,
+        arch,
+        std::path::Path::new("/etc/apt"),
+        crate::mirror::host_is_debian(),
+    );
     match d.package_format {
         PackageFormat::Apk => {
-            let Some(mirror) = mirror else {
+            let Ok(mirror) = mirror else {
                 return Err(super::UsageError(format!(
-                    "no mirror for {}: pass --mirror URL (laid out as URL/v<version>/main/<arch>/APKINDEX.tar.gz) \
-                     or set $OSBUILDER_MIRROR",
-                    d.name
+                    "no mirror for {}: pass --mirror URL (laid out as URL/v<version>/main/<arch>/APKINDEX.tar.gz), \
+                     set $OSBUILDER_MIRROR, or set mirror.default in distros/{}/distro.toml",
+                    d.name, d.name
                 ))
                 .into());
             };
+            eprintln!("mirror: {mirror}");
             let opts = crate::pkg::apk::install::Options {
                 arch,
                 version: a.os_version.clone().unwrap_or_else(|| d.default_version.clone()),
-                mirror: mirror.trim_end_matches('/').to_string(),
+                mirror: mirror.url,
                 packages,
                 keys_dirs: a.keys_dir.clone(),
                 cache_dir: a.cache_dir.clone(),
