@@ -106,3 +106,27 @@ fn dry_run_resolves_alpine_base_from_the_served_real_index() {
     assert!(!d.path().join("rootfs").exists());
     assert!(stderr.contains("signed by alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"), "{stderr}");
 }
+
+/// A well-formed index whose content was changed and recompressed, keeping Alpine's
+/// signature: gzip is happy, the signature is not.
+#[test]
+fn a_recompressed_edited_index_fails_the_signature() {
+    use std::io::{Read, Write};
+    let members = osbuilder::pkg::apk::sign::gzip_members(INDEX).unwrap();
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(&INDEX[members[1].clone()])
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
+    // Edit the APKINDEX text in place (same length): busybox 1.35.0 → 1.99.0.
+    let pos = tar_bytes
+        .windows(16)
+        .position(|w| w == b"P:busybox\nV:1.35")
+        .expect("busybox record");
+    tar_bytes[pos + 14..pos + 16].copy_from_slice(b"99");
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&tar_bytes).unwrap();
+    let mut forged = INDEX[members[0].clone()].to_vec();
+    forged.extend(e.finish().unwrap());
+    let err = format!("{:#}", index::load(&forged, &alpine_keys(), "APKINDEX").err().unwrap());
+    assert!(err.contains("BAD signature"), "{err}");
+}
