@@ -130,3 +130,27 @@ fn a_recompressed_edited_index_fails_the_signature() {
     let err = format!("{:#}", index::load(&forged, &alpine_keys(), "APKINDEX").err().unwrap());
     assert!(err.contains("BAD signature"), "{err}");
 }
+
+/// Kata's Alpine package list (the default) plus --extra-pkgs resolves from the real index.
+#[test]
+fn dry_run_of_the_default_kata_list_with_extra_packages() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("www/v3.16/main/x86_64");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("APKINDEX.tar.gz"), INDEX).unwrap();
+    let mirror = common::apkrepo::serve(&d.path().join("www"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_osbuilder"))
+        .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", "amd64"])
+        .args(["--os-version", "3.16", "--extra-pkgs", "so:libz.so.1,cmd:ip", "--dry-run"])
+        .args(["--mirror", &mirror])
+        .env("OSBUILDER_CACHE_DIR", d.path().join("cache"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let names: Vec<&str> = stdout.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    for want in ["alpine-base", "bash", "iptables", "ip6tables", "libseccomp", "zlib", "iproute2-minimal", "ifupdown-ng-iproute2", "iptables-openrc"] {
+        assert!(names.contains(&want), "{want} missing: {names:?}");
+    }
+}
