@@ -332,3 +332,60 @@ fn systemd_is_refused_before_any_work() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("systemd"), "{err}");
 }
+
+/// The same build as an unprivileged user (setpriv to nobody): ownership, modes and
+/// device nodes go to the metadata, and the packed initrd still has them.
+#[test]
+fn unprivileged_build_records_ownership_in_the_metadata() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch to an unprivileged user with setpriv");
+        return;
+    }
+    let e = setup(true);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&e.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = e.dir.join("rootfs");
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_osbuilder"));
+    let inner = rootfs_cmd(&e, &out);
+    c.args(inner.get_args())
+        .env("OSBUILDER_CACHE_DIR", e.dir.join("cache-nobody"))
+        .env("SOURCE_DATE_EPOCH", "1700000000")
+        .env("HOME", &e.dir);
+    run_ok(&mut c);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(std::fs::metadata(out.join("bin/busybox")).unwrap().uid(), 65534);
+    assert!(!out.join("dev/console").exists(), "a rootless build cannot mknod");
+    let mtree = std::fs::read_to_string(format!("{}.mtree", out.display())).unwrap();
+    let line = |p: &str| {
+        mtree
+            .lines()
+            .find(|l| l.starts_with(&format!("./{p} ")))
+            .unwrap_or_else(|| panic!("{p} not in the metadata:\n{mtree}"))
+            .to_string()
+    };
+    let shadow = line("etc/shadow");
+    assert!(shadow.contains("gid=42") && shadow.contains("mode=0640"), "{shadow}");
+    let console = line("dev/console");
+    assert!(console.contains("type=char") && console.contains("device="), "{console}");
+    assert!(line("bin/busybox").contains("uid=0"));
+    let initrd = e.dir.join("initrd.gz");
+    run_ok(osbuilder().arg("initrd").arg(&out).arg("-o").arg(&initrd));
+    let listing = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -dc {} | cpio -itv --quiet -n", initrd.display()))
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    let find = |p: &str| {
+        listing
+            .lines()
+            .find(|l| l.ends_with(&format!(" {p}")))
+            .unwrap_or_else(|| panic!("{p} not in:\n{listing}"))
+            .to_string()
+    };
+    assert!(find("etc/shadow").starts_with("-rw-r-----   1 0        42 "), "{}", find("etc/shadow"));
+    assert!(find("bin/busybox").contains(" 0        0 "), "{}", find("bin/busybox"));
+    assert!(find("dev/console").starts_with("crw-------"), "{}", find("dev/console"));
+}
