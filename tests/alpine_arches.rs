@@ -9,23 +9,55 @@ use common::apkrepo::{self, Entry, Pkg};
 
 fn repo(arch: &str) -> Vec<Pkg> {
     let mut data = Pkg::new("alpine-baselayout-data", "3.6.8-r1", "noarch");
-    data.files = vec![Entry::dir("etc"), Entry::file("etc/hostname", b"x\n", 0o644)];
+    data.files = vec![
+        Entry::dir("etc"),
+        Entry::file("etc/hostname", b"x\n", 0o644),
+    ];
     let mut tool = Pkg::new("tool", "2.0-r1", arch);
     tool.depends = vec!["alpine-baselayout-data".into()];
     tool.files = vec![
         Entry::dir("usr"),
         Entry::dir("usr/bin"),
-        Entry::file("usr/bin/tool", format!("built for {arch}\n").as_bytes(), 0o755),
+        Entry::file(
+            "usr/bin/tool",
+            format!("built for {arch}\n").as_bytes(),
+            0o755,
+        ),
     ];
     // A package of another architecture that slipped into this index must not be used.
-    let mut stray = Pkg::new("stray", "1.0-r0", if arch == "x86_64" { "aarch64" } else { "x86_64" });
+    let mut stray = Pkg::new(
+        "stray",
+        "1.0-r0",
+        if arch == "x86_64" {
+            "aarch64"
+        } else {
+            "x86_64"
+        },
+    );
     stray.files = vec![Entry::dir("etc")];
     vec![data, tool, stray]
 }
 
-fn rootfs(mirror: &str, keys: &std::path::Path, arch: &str, ver: &str, pkgs: &str, out: &std::path::Path, cache: &std::path::Path) -> std::process::Output {
+fn rootfs(
+    mirror: &str,
+    keys: &std::path::Path,
+    arch: &str,
+    ver: &str,
+    pkgs: &str,
+    out: &std::path::Path,
+    cache: &std::path::Path,
+) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-        .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", arch, "--os-version", ver])
+        .args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--agent-init",
+            "--arch",
+            arch,
+            "--os-version",
+            ver,
+        ])
         .args(["--mirror", mirror, "--packages", pkgs])
         .arg("--keys-dir")
         .arg(keys)
@@ -63,7 +95,10 @@ fn every_arch_builds_from_its_own_index() {
             std::fs::read_to_string(out.join("usr/bin/tool")).unwrap(),
             format!("built for {arch}\n")
         );
-        assert_eq!(std::fs::read_to_string(out.join("etc/apk/arch")).unwrap(), format!("{arch}\n"));
+        assert_eq!(
+            std::fs::read_to_string(out.join("etc/apk/arch")).unwrap(),
+            format!("{arch}\n")
+        );
         let release = if ver == "edge" { "edge" } else { "v3.22" };
         assert_eq!(
             std::fs::read_to_string(out.join("etc/apk/repositories")).unwrap(),
@@ -80,11 +115,26 @@ fn every_arch_builds_from_its_own_index() {
             .iter()
             .map(|p| p["url"].as_str().unwrap())
             .collect();
-        assert!(urls.iter().all(|u| u.contains(&format!("/{release}/main/{arch}/"))), "{urls:?}");
+        assert!(
+            urls.iter()
+                .all(|u| u.contains(&format!("/{release}/main/{arch}/"))),
+            "{urls:?}"
+        );
 
-        let o = rootfs(&mirror, &keys, flag, ver, "stray", &d.path().join("never"), &cache);
+        let o = rootfs(
+            &mirror,
+            &keys,
+            flag,
+            ver,
+            "stray",
+            &d.path().join("never"),
+            &cache,
+        );
         let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && err.contains("no package in the index provides 'stray'"), "{err}");
+        assert!(
+            !o.status.success() && err.contains("no package in the index provides 'stray'"),
+            "{err}"
+        );
     }
 }
 
@@ -95,11 +145,30 @@ fn a_missing_release_names_the_layout() {
     std::fs::create_dir_all(&www).unwrap();
     let mirror = apkrepo::serve(&www);
     let keys = apkrepo::write_keys_dir(d.path());
-    let o = rootfs(&mirror, &keys, "aarch64", "3.21", "tool", &d.path().join("r"), &d.path().join("c"));
+    let o = rootfs(
+        &mirror,
+        &keys,
+        "aarch64",
+        "3.21",
+        "tool",
+        &d.path().join("r"),
+        &d.path().join("c"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("MIRROR/v3.21/main/aarch64/APKINDEX.tar.gz"), "{err}");
-    let o = rootfs(&mirror, &keys, "aarch64", "bookworm", "tool", &d.path().join("r"), &d.path().join("c"));
+    assert!(
+        err.contains("MIRROR/v3.21/main/aarch64/APKINDEX.tar.gz"),
+        "{err}"
+    );
+    let o = rootfs(
+        &mirror,
+        &keys,
+        "aarch64",
+        "bookworm",
+        "tool",
+        &d.path().join("r"),
+        &d.path().join("c"),
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not a release number"), "{err}");
 }

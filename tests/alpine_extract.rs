@@ -33,7 +33,10 @@ fn real_aarch64_package_extracts() {
     std::fs::create_dir(&root).unwrap();
     let mut x = Extractor::new(&root, ExtractOptions::default()).unwrap();
     let placed = x
-        .unpack(flate2::read::MultiGzDecoder::new(v.data), "alpine-baselayout")
+        .unpack(
+            flate2::read::MultiGzDecoder::new(v.data),
+            "alpine-baselayout",
+        )
         .unwrap();
     let mtree = x.finish().unwrap();
     assert!(placed.len() > 60, "{}", placed.len());
@@ -53,12 +56,18 @@ fn real_aarch64_package_extracts() {
         tar.stdin.as_ref().unwrap().write_all(BASELAYOUT).unwrap();
     }
     let listing = String::from_utf8(tar.wait_with_output().unwrap().stdout).unwrap();
-    for l in listing.lines().filter(|l| !l.starts_with('.') && !l.ends_with('/')) {
+    for l in listing
+        .lines()
+        .filter(|l| !l.starts_with('.') && !l.ends_with('/'))
+    {
         assert!(root.join(l).symlink_metadata().is_ok(), "{l} missing");
     }
     if unsafe { libc::geteuid() } == 0 {
         use std::os::unix::fs::PermissionsExt;
-        let m = std::fs::metadata(root.join("tmp")).unwrap().permissions().mode();
+        let m = std::fs::metadata(root.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(m & 0o7777, 0o1777);
     } else {
         let _ = mtree;
@@ -78,7 +87,13 @@ fn hostile_packages(outside: &Path) -> Vec<Pkg> {
     let abs = format!("{}/abs-pwned", outside.display());
     assert!(abs.len() < 100);
     vec![
-        hostile("dotdot", vec![Entry::dir("etc"), Entry::file("etc/../../pwned", b"x", 0o644)]),
+        hostile(
+            "dotdot",
+            vec![
+                Entry::dir("etc"),
+                Entry::file("etc/../../pwned", b"x", 0o644),
+            ],
+        ),
         hostile("absolute", vec![Entry::file(&abs, b"x", 0o644)]),
         hostile(
             "symlink-escape",
@@ -98,7 +113,10 @@ fn hostile_packages(outside: &Path) -> Vec<Pkg> {
         ),
         hostile(
             "hardlink-escape",
-            vec![Entry::dir("etc"), Entry::hardlink("etc/shadow-copy", "../../../etc/hostname")],
+            vec![
+                Entry::dir("etc"),
+                Entry::hardlink("etc/shadow-copy", "../../../etc/hostname"),
+            ],
         ),
     ]
 }
@@ -109,11 +127,16 @@ fn hostile_packages_leave_nothing_outside_the_root() {
     let outside = d.path().join("outside");
     std::fs::create_dir_all(outside.join("escape")).unwrap();
     let mut keys = Keyring::new();
-    keys.add_pem(apkrepo::KEY_NAME, apkrepo::public_pem(apkrepo::test_key()).as_bytes())
-        .unwrap();
+    keys.add_pem(
+        apkrepo::KEY_NAME,
+        apkrepo::public_pem(apkrepo::test_key()).as_bytes(),
+    )
+    .unwrap();
     for p in hostile_packages(&outside) {
         let b = apkrepo::build_package(&p, apkrepo::test_key());
-        let entry = osbuilder::pkg::apk::index::parse_text(&b.index_record).unwrap().remove(0);
+        let entry = osbuilder::pkg::apk::index::parse_text(&b.index_record)
+            .unwrap()
+            .remove(0);
         let v = package::verify(&b.bytes, &keys, &entry).unwrap();
         let root = outside.join("escape").join("root");
         std::fs::create_dir_all(&root).unwrap();
@@ -121,18 +144,28 @@ fn hostile_packages_leave_nothing_outside_the_root() {
         let r = x.unpack(flate2::read::MultiGzDecoder::new(v.data), &p.name);
         let _ = x.finish();
         for t in TARGETS {
-            assert!(!outside.join(t).exists(), "{}: wrote {t} outside the root", p.name);
+            assert!(
+                !outside.join(t).exists(),
+                "{}: wrote {t} outside the root",
+                p.name
+            );
         }
         assert!(!Path::new("/pwned").exists());
-        eprintln!("{}: {}", p.name, match &r {
-            Ok(_) => "extracted (kept inside)".to_string(),
-            Err(e) => format!("refused: {e:#}"),
-        });
+        eprintln!(
+            "{}: {}",
+            p.name,
+            match &r {
+                Ok(_) => "extracted (kept inside)".to_string(),
+                Err(e) => format!("refused: {e:#}"),
+            }
+        );
         // Entries naming a path outside are refused; symlinks are followed as inside a
         // chroot (an absolute or `..` target stays within the root), so they may succeed.
         if p.name.starts_with("symlink") {
             if r.is_ok() && p.name == "symlink-escape" {
-                let inside = root.join(outside.strip_prefix("/").unwrap()).join("link-pwned");
+                let inside = root
+                    .join(outside.strip_prefix("/").unwrap())
+                    .join("link-pwned");
                 assert!(inside.is_file(), "expected {}", inside.display());
             }
         } else {
@@ -155,8 +188,22 @@ fn a_hostile_package_fails_the_rootfs_build_and_leaves_no_output() {
     for p in &pkgs {
         let out = d.path().join(format!("rootfs-{}", p.name));
         let o = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-            .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", "x86_64"])
-            .args(["--os-version", "3.22", "--mirror", &mirror, "--packages", &p.name])
+            .args([
+                "rootfs",
+                "--distro",
+                "alpine",
+                "--agent-init",
+                "--arch",
+                "x86_64",
+            ])
+            .args([
+                "--os-version",
+                "3.22",
+                "--mirror",
+                &mirror,
+                "--packages",
+                &p.name,
+            ])
             .arg("--keys-dir")
             .arg(&keys)
             .arg("-o")
@@ -167,13 +214,26 @@ fn a_hostile_package_fails_the_rootfs_build_and_leaves_no_output() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!Path::new("/pwned").exists());
         for t in TARGETS {
-            assert!(!outside.join(t).exists(), "{}: wrote {t} outside the root", p.name);
+            assert!(
+                !outside.join(t).exists(),
+                "{}: wrote {t} outside the root",
+                p.name
+            );
         }
         if !p.name.starts_with("symlink") {
             assert!(!o.status.success(), "{} built:\n{err}", p.name);
-            assert!(!out.exists(), "{}: a failed build left {}", p.name, out.display());
             assert!(
-                !d.path().read_dir().unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("partial")),
+                !out.exists(),
+                "{}: a failed build left {}",
+                p.name,
+                out.display()
+            );
+            assert!(
+                !d.path().read_dir().unwrap().any(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("partial")),
                 "{}: a partial folder was left",
                 p.name
             );

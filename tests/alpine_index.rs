@@ -21,14 +21,24 @@ fn alpine_keys() -> Keyring {
 #[test]
 fn real_index_verifies_parses_and_resolves_alpine_base() {
     let idx = index::load(INDEX, &alpine_keys(), "APKINDEX").unwrap();
-    assert_eq!(idx.signed_by, "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub");
+    assert_eq!(
+        idx.signed_by,
+        "alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"
+    );
     assert_eq!(idx.packages.len(), 4929);
     assert!(idx.description.starts_with("v3.16"), "{}", idx.description);
     let r = Resolver::new(&idx.packages)
         .resolve(&[Dep::parse("alpine-base").unwrap()])
         .unwrap();
     let names: Vec<&str> = r.packages.iter().map(|p| p.name.as_str()).collect();
-    for want in ["alpine-base", "busybox", "musl", "alpine-baselayout", "apk-tools", "openrc"] {
+    for want in [
+        "alpine-base",
+        "busybox",
+        "musl",
+        "alpine-baselayout",
+        "apk-tools",
+        "openrc",
+    ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     // Dependencies come before their dependants.
@@ -78,8 +88,21 @@ fn dry_run_resolves_alpine_base_from_the_served_real_index() {
     std::fs::write(dir.join("APKINDEX.tar.gz"), INDEX).unwrap();
     let mirror = common::apkrepo::serve(&d.path().join("www"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-        .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", "x86_64"])
-        .args(["--os-version", "3.16", "--packages", "alpine-base", "--dry-run"])
+        .args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--agent-init",
+            "--arch",
+            "x86_64",
+        ])
+        .args([
+            "--os-version",
+            "3.16",
+            "--packages",
+            "alpine-base",
+            "--dry-run",
+        ])
         .args(["--mirror", &mirror, "-o"])
         .arg(d.path().join("rootfs"))
         .env("OSBUILDER_CACHE_DIR", d.path().join("cache"))
@@ -102,9 +125,15 @@ fn dry_run_resolves_alpine_base_from_the_served_real_index() {
         assert_eq!(f[2], p.arch);
         assert_eq!(f[3], p.size.to_string());
     }
-    assert!(lines.iter().any(|l| l.starts_with("busybox 1.35.0-r")), "{stdout}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("busybox 1.35.0-r")),
+        "{stdout}"
+    );
     assert!(!d.path().join("rootfs").exists());
-    assert!(stderr.contains("signed by alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"), "{stderr}");
+    assert!(
+        stderr.contains("signed by alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub"),
+        "{stderr}"
+    );
 }
 
 /// A well-formed index whose content was changed and recompressed, keeping Alpine's
@@ -127,7 +156,12 @@ fn a_recompressed_edited_index_fails_the_signature() {
     e.write_all(&tar_bytes).unwrap();
     let mut forged = INDEX[members[0].clone()].to_vec();
     forged.extend(e.finish().unwrap());
-    let err = format!("{:#}", index::load(&forged, &alpine_keys(), "APKINDEX").err().unwrap());
+    let err = format!(
+        "{:#}",
+        index::load(&forged, &alpine_keys(), "APKINDEX")
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("BAD signature"), "{err}");
 }
 
@@ -140,8 +174,21 @@ fn dry_run_of_the_default_kata_list_with_extra_packages() {
     std::fs::write(dir.join("APKINDEX.tar.gz"), INDEX).unwrap();
     let mirror = common::apkrepo::serve(&d.path().join("www"));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-        .args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", "amd64"])
-        .args(["--os-version", "3.16", "--extra-pkgs", "so:libz.so.1,cmd:ip", "--dry-run"])
+        .args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--agent-init",
+            "--arch",
+            "amd64",
+        ])
+        .args([
+            "--os-version",
+            "3.16",
+            "--extra-pkgs",
+            "so:libz.so.1,cmd:ip",
+            "--dry-run",
+        ])
         .args(["--mirror", &mirror])
         .env("OSBUILDER_CACHE_DIR", d.path().join("cache"))
         .output()
@@ -149,8 +196,21 @@ fn dry_run_of_the_default_kata_list_with_extra_packages() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8(out.stdout).unwrap();
-    let names: Vec<&str> = stdout.lines().map(|l| l.split(' ').next().unwrap()).collect();
-    for want in ["alpine-base", "bash", "iptables", "ip6tables", "libseccomp", "zlib", "iproute2-minimal", "ifupdown-ng-iproute2", "iptables-openrc"] {
+    let names: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    for want in [
+        "alpine-base",
+        "bash",
+        "iptables",
+        "ip6tables",
+        "libseccomp",
+        "zlib",
+        "iproute2-minimal",
+        "ifupdown-ng-iproute2",
+        "iptables-openrc",
+    ] {
         assert!(names.contains(&want), "{want} missing: {names:?}");
     }
 }

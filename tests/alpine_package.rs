@@ -34,9 +34,17 @@ fn expected(name: &str, version: &str, c: &str) -> Package {
 fn real_package_verifies_and_lists_its_files() {
     let want = expected("alpine-baselayout", "3.2.0-r23", BASELAYOUT_C);
     let v = package::verify(BASELAYOUT, &alpine_keys(), &want).unwrap();
-    assert_eq!(v.signed_by, "alpine-devel@lists.alpinelinux.org-616ae350.rsa.pub");
+    assert_eq!(
+        v.signed_by,
+        "alpine-devel@lists.alpinelinux.org-616ae350.rsa.pub"
+    );
     assert_eq!(v.info.arch, "aarch64");
-    assert!(v.info.depends.iter().any(|d| d.name == "alpine-baselayout-data"));
+    assert!(
+        v.info
+            .depends
+            .iter()
+            .any(|d| d.name == "alpine-baselayout-data")
+    );
     assert!(v.scripts.iter().any(|(n, _)| n == ".post-install"));
     let m = db::manifest(v.data, "alpine-baselayout").unwrap();
     let get = |p: &str| m.iter().find(|e| e.path == p).unwrap();
@@ -45,13 +53,25 @@ fn real_package_verifies_and_lists_its_files() {
     assert_eq!(get("tmp").mode, 0o1777);
     assert!(get("sbin/mkmntdirs").sha1.is_some());
     let rec = db::installed_record(&v.info, &m);
-    assert!(rec.contains("F:etc/crontabs\nR:root\na:0:0:600\nZ:Q1"), "{rec}");
+    assert!(
+        rec.contains("F:etc/crontabs\nR:root\na:0:0:600\nZ:Q1"),
+        "{rec}"
+    );
 }
 
 #[test]
 fn real_package_with_a_wrong_index_checksum_is_refused() {
-    let want = expected("alpine-baselayout", "3.2.0-r23", "Q1AAAAAAAAAAAAAAAAAAAAAAAAAAA=");
-    let e = format!("{:#}", package::verify(BASELAYOUT, &alpine_keys(), &want).err().unwrap());
+    let want = expected(
+        "alpine-baselayout",
+        "3.2.0-r23",
+        "Q1AAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+    );
+    let e = format!(
+        "{:#}",
+        package::verify(BASELAYOUT, &alpine_keys(), &want)
+            .err()
+            .unwrap()
+    );
     assert!(e.contains("does not match the index"), "{e}");
     let mut bad = BASELAYOUT.to_vec();
     let last = bad.len() - 20;
@@ -62,8 +82,11 @@ fn real_package_with_a_wrong_index_checksum_is_refused() {
 
 fn test_keys() -> Keyring {
     let mut k = Keyring::new();
-    k.add_pem(apkrepo::KEY_NAME, apkrepo::public_pem(apkrepo::test_key()).as_bytes())
-        .unwrap();
+    k.add_pem(
+        apkrepo::KEY_NAME,
+        apkrepo::public_pem(apkrepo::test_key()).as_bytes(),
+    )
+    .unwrap();
     k
 }
 
@@ -96,7 +119,9 @@ fn data_not_matching_datahash_is_refused() {
     let b = apkrepo::build_package(&p, apkrepo::test_key());
     let e = format!(
         "{:#}",
-        package::verify(&b.bytes, &test_keys(), &index_entry(&b)).err().unwrap()
+        package::verify(&b.bytes, &test_keys(), &index_entry(&b))
+            .err()
+            .unwrap()
     );
     assert!(e.contains("does not match its datahash"), "{e}");
 }
@@ -108,7 +133,9 @@ fn package_signed_by_an_unknown_key_is_refused() {
     let b = apkrepo::build_package(&p, apkrepo::other_key());
     let e = format!(
         "{:#}",
-        package::verify(&b.bytes, &test_keys(), &index_entry(&b)).err().unwrap()
+        package::verify(&b.bytes, &test_keys(), &index_entry(&b))
+            .err()
+            .unwrap()
     );
     assert!(e.contains("BAD signature"), "{e}");
 }

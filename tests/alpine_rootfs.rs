@@ -38,7 +38,10 @@ fn has_interpreter(elf: &[u8]) -> bool {
 }
 
 fn busybox_paths() -> String {
-    let out = Command::new("/bin/busybox").arg("--list-full").output().unwrap();
+    let out = Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .unwrap();
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -66,7 +69,11 @@ fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
         Entry::dir("sys"),
         Entry::dir("etc"),
         Entry::dir("etc/crontabs"),
-        Entry::file("etc/crontabs/root", b"# min hour day month weekday command\n", 0o600),
+        Entry::file(
+            "etc/crontabs/root",
+            b"# min hour day month weekday command\n",
+            0o600,
+        ),
         Entry {
             mode: 0o700,
             ..Entry::dir("root")
@@ -79,7 +86,10 @@ fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
         Entry::symlink("var/run", "/run"),
         Entry::dir("run"),
     ];
-    base.scripts = vec![(".post-install".into(), b"#!/bin/sh\nchmod 640 /etc/shadow\n".to_vec())];
+    base.scripts = vec![(
+        ".post-install".into(),
+        b"#!/bin/sh\nchmod 640 /etc/shadow\n".to_vec(),
+    )];
     let mut bb = Pkg::new("busybox", "1.35.0-r99", ARCH);
     bb.provides = vec!["/bin/sh".into(), "cmd:busybox=1.35.0-r99".into()];
     bb.depends = vec!["so:libosb.so.1".into()];
@@ -97,7 +107,10 @@ fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
             0o644,
         ));
     }
-    bb.scripts = vec![(".post-install".into(), b"#!/bin/busybox sh\n/bin/busybox --install -s\n".to_vec())];
+    bb.scripts = vec![(
+        ".post-install".into(),
+        b"#!/bin/busybox sh\n/bin/busybox --install -s\n".to_vec(),
+    )];
     let mut lib = Pkg::new("libosb", "1.0-r0", ARCH);
     lib.provides = vec!["so:libosb.so.1=1.0.0".into()];
     lib.files = vec![
@@ -112,7 +125,11 @@ fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
     lib_old.files = vec![Entry::dir("usr")];
     let mut doc = Pkg::new("busybox-doc", "1.35.0-r99", "noarch");
     doc.install_if = vec!["docs".into(), "busybox=1.35.0-r99".into()];
-    doc.files = vec![Entry::dir("usr"), Entry::dir("usr/share"), Entry::file("usr/share/bb.txt", b"doc\n", 0o644)];
+    doc.files = vec![
+        Entry::dir("usr"),
+        Entry::dir("usr/share"),
+        Entry::file("usr/share/bb.txt", b"doc\n", 0o644),
+    ];
     let mut docs = Pkg::new("docs", "0.2-r0", "noarch");
     docs.files = vec![];
     let mut meta = Pkg::new("alpine-base", "3.22.0-r0", ARCH);
@@ -131,7 +148,13 @@ fn setup(with_paths_list: bool) -> Env {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path().to_path_buf();
     let www = dir.join("www");
-    apkrepo::write_repo(&www, "v3.22", ARCH, &repo_packages(with_paths_list), apkrepo::test_key());
+    apkrepo::write_repo(
+        &www,
+        "v3.22",
+        ARCH,
+        &repo_packages(with_paths_list),
+        apkrepo::test_key(),
+    );
     let keys = apkrepo::write_keys_dir(&dir);
     Env {
         mirror: apkrepo::serve(&www),
@@ -143,15 +166,24 @@ fn setup(with_paths_list: bool) -> Env {
 
 fn rootfs_cmd(e: &Env, out: &Path) -> Command {
     let mut c = osbuilder();
-    c.args(["rootfs", "--distro", "alpine", "--agent-init", "--arch", ARCH, "--os-version", "3.22"])
-        .args(["--mirror", &e.mirror])
-        .arg("--keys-dir")
-        .arg(&e.keys)
-        .args(["--packages", "alpine-base"])
-        .arg("-o")
-        .arg(out)
-        .env("OSBUILDER_CACHE_DIR", e.dir.join("cache"))
-        .env("SOURCE_DATE_EPOCH", "1700000000");
+    c.args([
+        "rootfs",
+        "--distro",
+        "alpine",
+        "--agent-init",
+        "--arch",
+        ARCH,
+        "--os-version",
+        "3.22",
+    ])
+    .args(["--mirror", &e.mirror])
+    .arg("--keys-dir")
+    .arg(&e.keys)
+    .args(["--packages", "alpine-base"])
+    .arg("-o")
+    .arg(out)
+    .env("OSBUILDER_CACHE_DIR", e.dir.join("cache"))
+    .env("SOURCE_DATE_EPOCH", "1700000000");
     c
 }
 
@@ -172,9 +204,22 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     let plan = run_ok(rootfs_cmd(&e, &out).arg("--dry-run"));
     let lines: Vec<&str> = plan.lines().collect();
     assert_eq!(lines.len(), 7, "{plan}");
-    assert!(lines.iter().any(|l| l.starts_with("libosb 1.0-r0 x86_64 ")), "{plan}");
-    assert!(lines.iter().any(|l| l.starts_with("busybox-doc 1.35.0-r99 noarch ")), "{plan}");
-    let pos = |n: &str| lines.iter().position(|l| l.split(' ').next() == Some(n)).unwrap();
+    assert!(
+        lines.iter().any(|l| l.starts_with("libosb 1.0-r0 x86_64 ")),
+        "{plan}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("busybox-doc 1.35.0-r99 noarch ")),
+        "{plan}"
+    );
+    let pos = |n: &str| {
+        lines
+            .iter()
+            .position(|l| l.split(' ').next() == Some(n))
+            .unwrap()
+    };
     assert!(pos("busybox") < pos("alpine-base") && pos("alpine-baselayout") < pos("alpine-base"));
     assert!(pos("alpine-baselayout-data") < pos("alpine-baselayout"));
     assert!(pos("libosb") < pos("busybox") && pos("busybox") < pos("busybox-doc"));
@@ -183,28 +228,56 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     run_ok(&mut rootfs_cmd(&e, &out));
     let r = |p: &str| out.join(p);
     assert!(r("bin/busybox").is_file());
-    assert_eq!(std::fs::read_link(r("bin/sh")).unwrap(), Path::new("/bin/busybox"));
-    assert_eq!(std::fs::read_link(r("sbin/init")).unwrap(), Path::new("/bin/busybox"));
-    assert_eq!(std::fs::read_link(r("bin/ls")).unwrap(), Path::new("/bin/busybox"));
+    assert_eq!(
+        std::fs::read_link(r("bin/sh")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        std::fs::read_link(r("sbin/init")).unwrap(),
+        Path::new("/bin/busybox")
+    );
+    assert_eq!(
+        std::fs::read_link(r("bin/ls")).unwrap(),
+        Path::new("/bin/busybox")
+    );
     // A package's own file is never replaced by an applet link.
     assert!(r("etc/securetty").is_file());
-    assert_eq!(std::fs::read_to_string(r("etc/apk/world")).unwrap(), "alpine-base\n");
+    assert_eq!(
+        std::fs::read_to_string(r("etc/apk/world")).unwrap(),
+        "alpine-base\n"
+    );
     assert_eq!(
         std::fs::read_to_string(r("etc/apk/repositories")).unwrap(),
         format!("{}/v3.22/main\n", e.mirror)
     );
-    assert_eq!(std::fs::read_to_string(r("etc/apk/arch")).unwrap(), "x86_64\n");
+    assert_eq!(
+        std::fs::read_to_string(r("etc/apk/arch")).unwrap(),
+        "x86_64\n"
+    );
     assert!(r(&format!("etc/apk/keys/{}", apkrepo::KEY_NAME)).is_file());
     let db = std::fs::read_to_string(r("lib/apk/db/installed")).unwrap();
-    assert_eq!(db.matches("\nP:").count() + db.starts_with("P:") as usize, 7, "{db}");
+    assert_eq!(
+        db.matches("\nP:").count() + db.starts_with("P:") as usize,
+        7,
+        "{db}"
+    );
     assert!(db.contains("P:busybox\nV:1.35.0-r99\nA:x86_64\n"), "{db}");
     assert!(db.contains("F:bin\nR:busybox\na:0:0:755\nZ:Q1"), "{db}");
     assert!(db.contains("F:etc/crontabs\nR:root\na:0:0:600\n"), "{db}");
     assert!(db.contains("F:tmp\nM:0:0:1777\n"), "{db}");
     // Scripts are kept for apk, not run.
-    let scripts = Command::new("tar").arg("-tf").arg(r("lib/apk/db/scripts.tar")).output().unwrap();
+    let scripts = Command::new("tar")
+        .arg("-tf")
+        .arg(r("lib/apk/db/scripts.tar"))
+        .output()
+        .unwrap();
     let scripts = String::from_utf8_lossy(&scripts.stdout);
-    assert!(scripts.lines().any(|l| l.starts_with("busybox-1.35.0-r99.Q1") && l.ends_with(".post-install")), "{scripts}");
+    assert!(
+        scripts
+            .lines()
+            .any(|l| l.starts_with("busybox-1.35.0-r99.Q1") && l.ends_with(".post-install")),
+        "{scripts}"
+    );
 
     // Ownership and modes, through the metadata beside the rootfs.
     let mtree = PathBuf::from(format!("{}.mtree", out.display()));
@@ -218,12 +291,19 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
         },
     )
     .unwrap();
-    let get = |p: &str| tree.get(p.as_bytes()).unwrap_or_else(|| panic!("{p} not in tree"));
+    let get = |p: &str| {
+        tree.get(p.as_bytes())
+            .unwrap_or_else(|| panic!("{p} not in tree"))
+    };
     assert_eq!((get("etc/shadow").gid, get("etc/shadow").perm), (42, 0o640));
     assert_eq!(get("tmp").perm, 0o1777);
     assert_eq!(get("root").perm, 0o700);
     assert_eq!(get("bin/busybox").uid, 0);
-    assert!(matches!(get("dev/console").kind, Kind::CharDev { .. }), "{:?}", get("dev/console").kind);
+    assert!(
+        matches!(get("dev/console").kind, Kind::CharDev { .. }),
+        "{:?}",
+        get("dev/console").kind
+    );
 
     // The package record beside it.
     let rec: serde_json::Value = serde_json::from_str(
@@ -233,26 +313,57 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     assert_eq!(rec["distro"], "alpine");
     assert_eq!(rec["arch"], "x86_64");
     assert_eq!(rec["packages"].as_array().unwrap().len(), 7);
-    assert!(!e.dir.join("out").read_dir().unwrap().any(|f| f
-        .unwrap()
-        .file_name()
-        .to_string_lossy()
-        .contains("partial")));
+    assert!(
+        !e.dir.join("out").read_dir().unwrap().any(|f| f
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("partial"))
+    );
 
     // Pack and check with GNU cpio.
     let initrd = e.dir.join("initrd.gz");
-    run_ok(osbuilder().arg("initrd").arg(&out).arg("-o").arg(&initrd).env("SOURCE_DATE_EPOCH", "1700000000"));
+    run_ok(
+        osbuilder()
+            .arg("initrd")
+            .arg(&out)
+            .arg("-o")
+            .arg(&initrd)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
     let listing = Command::new("sh")
         .arg("-c")
         .arg(format!("gzip -dc {} | cpio -itv --quiet", initrd.display()))
         .output()
         .unwrap();
-    assert!(listing.status.success(), "cpio failed: {}", String::from_utf8_lossy(&listing.stderr));
+    assert!(
+        listing.status.success(),
+        "cpio failed: {}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
     let listing = String::from_utf8_lossy(&listing.stdout);
-    assert!(listing.lines().any(|l| l.ends_with(" bin/busybox") && l.starts_with("-rwxr-xr-x")), "{listing}");
-    assert!(listing.lines().any(|l| l.contains(" sbin/init -> /bin/busybox")), "{listing}");
-    assert!(listing.lines().any(|l| l.starts_with("crw") && l.ends_with(" dev/console")), "{listing}");
-    assert!(listing.lines().any(|l| l.contains(" lib/apk/db/installed")), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.ends_with(" bin/busybox") && l.starts_with("-rwxr-xr-x")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.contains(" sbin/init -> /bin/busybox")),
+        "{listing}"
+    );
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.starts_with("crw") && l.ends_with(" dev/console")),
+        "{listing}"
+    );
+    assert!(
+        listing.lines().any(|l| l.contains(" lib/apk/db/installed")),
+        "{listing}"
+    );
 
     boot_if_possible(&initrd);
 
@@ -260,11 +371,21 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     let out2 = e.dir.join("out/rootfs2");
     run_ok(&mut rootfs_cmd(&e, &out2));
     let initrd2 = e.dir.join("initrd2.gz");
-    run_ok(osbuilder().arg("initrd").arg(&out2).arg("-o").arg(&initrd2).env("SOURCE_DATE_EPOCH", "1700000000"));
+    run_ok(
+        osbuilder()
+            .arg("initrd")
+            .arg(&out2)
+            .arg("-o")
+            .arg(&initrd2)
+            .env("SOURCE_DATE_EPOCH", "1700000000"),
+    );
     let read = |p: &Path| std::fs::read(p).unwrap();
     assert!(read(&initrd) == read(&initrd2), "initrd not reproducible");
     let mtree2 = PathBuf::from(format!("{}.mtree", out2.display()));
-    assert!(read(&mtree) == read(&mtree2), "rootfs metadata not reproducible");
+    assert!(
+        read(&mtree) == read(&mtree2),
+        "rootfs metadata not reproducible"
+    );
     assert!(read(&out.join("lib/apk/db/installed")) == read(&out2.join("lib/apk/db/installed")));
 }
 
@@ -276,7 +397,18 @@ fn boot_if_possible(initrd: &Path) {
         return;
     };
     let out = Command::new("timeout")
-        .args(["120", "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic", "-no-reboot", "-nic", "none"])
+        .args([
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "256",
+            "-nographic",
+            "-no-reboot",
+            "-nic",
+            "none",
+        ])
         .arg("-kernel")
         .arg(&kernel)
         .arg("-initrd")
@@ -285,7 +417,10 @@ fn boot_if_possible(initrd: &Path) {
         .output()
         .expect("qemu-system-x86_64 (Debian package qemu-system-x86)");
     let console = String::from_utf8_lossy(&out.stdout);
-    assert!(console.contains("OSBUILDER-ALPINE-READY"), "no marker on the console:\n{console}");
+    assert!(
+        console.contains("OSBUILDER-ALPINE-READY"),
+        "no marker on the console:\n{console}"
+    );
 }
 
 #[test]
@@ -299,7 +434,11 @@ fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
     };
     assert!(stderr.contains("applet table"), "{stderr}");
     for p in ["bin/sh", "bin/ls", "sbin/init", "usr/bin/awk"] {
-        assert_eq!(std::fs::read_link(out.join(p)).unwrap(), Path::new("/bin/busybox"), "{p}");
+        assert_eq!(
+            std::fs::read_link(out.join(p)).unwrap(),
+            Path::new("/bin/busybox"),
+            "{p}"
+        );
     }
 }
 
@@ -325,7 +464,15 @@ fn a_tampered_index_stops_the_build() {
 #[test]
 fn systemd_is_refused_before_any_work() {
     let o = osbuilder()
-        .args(["rootfs", "--distro", "alpine", "--init", "systemd", "-o", "/nonexistent/x"])
+        .args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--init",
+            "systemd",
+            "-o",
+            "/nonexistent/x",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -355,8 +502,14 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
         .env("HOME", &e.dir);
     run_ok(&mut c);
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(std::fs::metadata(out.join("bin/busybox")).unwrap().uid(), 65534);
-    assert!(!out.join("dev/console").exists(), "a rootless build cannot mknod");
+    assert_eq!(
+        std::fs::metadata(out.join("bin/busybox")).unwrap().uid(),
+        65534
+    );
+    assert!(
+        !out.join("dev/console").exists(),
+        "a rootless build cannot mknod"
+    );
     let mtree = std::fs::read_to_string(format!("{}.mtree", out.display())).unwrap();
     let line = |p: &str| {
         mtree
@@ -366,15 +519,24 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
             .to_string()
     };
     let shadow = line("etc/shadow");
-    assert!(shadow.contains("gid=42") && shadow.contains("mode=0640"), "{shadow}");
+    assert!(
+        shadow.contains("gid=42") && shadow.contains("mode=0640"),
+        "{shadow}"
+    );
     let console = line("dev/console");
-    assert!(console.contains("type=char") && console.contains("device="), "{console}");
+    assert!(
+        console.contains("type=char") && console.contains("device="),
+        "{console}"
+    );
     assert!(line("bin/busybox").contains("uid=0"));
     let initrd = e.dir.join("initrd.gz");
     run_ok(osbuilder().arg("initrd").arg(&out).arg("-o").arg(&initrd));
     let listing = Command::new("sh")
         .arg("-c")
-        .arg(format!("gzip -dc {} | cpio -itv --quiet -n", initrd.display()))
+        .arg(format!(
+            "gzip -dc {} | cpio -itv --quiet -n",
+            initrd.display()
+        ))
         .output()
         .unwrap();
     let listing = String::from_utf8_lossy(&listing.stdout);
@@ -385,7 +547,19 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
             .unwrap_or_else(|| panic!("{p} not in:\n{listing}"))
             .to_string()
     };
-    assert!(find("etc/shadow").starts_with("-rw-r-----   1 0        42 "), "{}", find("etc/shadow"));
-    assert!(find("bin/busybox").contains(" 0        0 "), "{}", find("bin/busybox"));
-    assert!(find("dev/console").starts_with("crw-------"), "{}", find("dev/console"));
+    assert!(
+        find("etc/shadow").starts_with("-rw-r-----   1 0        42 "),
+        "{}",
+        find("etc/shadow")
+    );
+    assert!(
+        find("bin/busybox").contains(" 0        0 "),
+        "{}",
+        find("bin/busybox")
+    );
+    assert!(
+        find("dev/console").starts_with("crw-------"),
+        "{}",
+        find("dev/console")
+    );
 }

@@ -7,8 +7,10 @@ use crate::distro::{DistroSet, InitMode, PackageFormat};
 use crate::matrix::{Matrix, Request};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Examples:\n  osbuilder rootfs --distro alpine --agent-init -o rootfs/ --mirror URL\n  \
-osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version edge --dry-run")]
+#[command(
+    after_help = "Examples:\n  osbuilder rootfs --distro alpine --agent-init -o rootfs/ --mirror URL\n  \
+osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version edge --dry-run"
+)]
 pub struct Args {
     /// Distro to build (see `osbuilder matrix`)
     #[arg(long, default_value = "debian")]
@@ -59,7 +61,11 @@ fn split_list(v: &[String]) -> Vec<String> {
 pub fn run(a: Args) -> Result<()> {
     let set = DistroSet::load()?;
     let arch = super::arch_or_host(a.arch)?;
-    let init = if a.agent_init { Some(InitMode::AgentInit) } else { a.init };
+    let init = if a.agent_init {
+        Some(InitMode::AgentInit)
+    } else {
+        a.init
+    };
     let target = Matrix::new(&set).check(&Request {
         distro: &a.distro,
         arch,
@@ -92,7 +98,10 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("mirror: {mirror}");
             let opts = crate::pkg::apk::install::Options {
                 arch,
-                version: a.os_version.clone().unwrap_or_else(|| d.default_version.clone()),
+                version: a
+                    .os_version
+                    .clone()
+                    .unwrap_or_else(|| d.default_version.clone()),
                 mirror: mirror.url,
                 packages,
                 keys_dirs: a.keys_dir.clone(),

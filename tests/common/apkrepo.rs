@@ -40,7 +40,9 @@ pub fn other_key() -> &'static RsaPrivateKey {
 }
 
 pub fn public_pem(key: &RsaPrivateKey) -> String {
-    key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap()
+    key.to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap()
 }
 
 /// Write the test public key into a fresh keys folder (for `--keys-dir`).
@@ -150,7 +152,8 @@ impl Entry {
             h.set_size(rec.len() as u64);
             h.set_mode(0o644);
             h.set_mtime(1_600_000_000);
-            h.set_path(format!("PaxHeaders/{}", short(&self.path))).unwrap();
+            h.set_path(format!("PaxHeaders/{}", short(&self.path)))
+                .unwrap();
             h.set_cksum();
             b.append(&h, rec.as_slice()).unwrap();
         }
@@ -192,7 +195,13 @@ impl Entry {
 }
 
 fn short(p: &str) -> String {
-    p.chars().rev().take(60).collect::<Vec<_>>().into_iter().rev().collect::<String>()
+    p.chars()
+        .rev()
+        .take(60)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<String>()
         .replace("..", "__")
 }
 

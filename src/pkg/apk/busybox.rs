@@ -58,10 +58,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 
 fn ascending_run(mut b: &[u8]) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = Vec::new();
-    loop {
-        let Some(end) = b.iter().position(|c| *c == 0) else {
-            break;
-        };
+    while let Some(end) = b.iter().position(|c| *c == 0) {
         let name = &b[..end];
         if name.is_empty() || name.len() > 32 || !name.iter().all(|c| applet_char(*c)) {
             break;
@@ -121,7 +118,10 @@ mod tests {
             eprintln!("skipped: /bin/busybox not present (Debian package busybox-static)");
             return;
         };
-        let Ok(out) = std::process::Command::new("/bin/busybox").arg("--list").output() else {
+        let Ok(out) = std::process::Command::new("/bin/busybox")
+            .arg("--list")
+            .output()
+        else {
             return;
         };
         let set = |v: Vec<String>| -> std::collections::BTreeSet<String> {

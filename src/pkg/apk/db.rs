@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use sha1::{Digest, Sha1};
 
 use super::index::Package;
-use super::package::{hex, q1_from_digest};
+use super::package::{Scripts, hex, q1_from_digest};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EntryKind {
@@ -122,15 +122,37 @@ fn write_header(o: &mut String, p: &Package) {
     line('L', &p.license);
     line('o', &p.origin);
     line('m', &p.maintainer);
-    line('t', &p.build_time.map(|t| t.to_string()).unwrap_or_default());
+    line(
+        't',
+        &p.build_time.map(|t| t.to_string()).unwrap_or_default(),
+    );
     line('c', &p.commit);
-    line('k', &p.provider_priority.map(|t| t.to_string()).unwrap_or_default());
+    line(
+        'k',
+        &p.provider_priority
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+    );
     let join = |v: Vec<String>| v.join(" ");
-    line('D', &join(p.depends.iter().map(|d| d.to_string()).collect()));
-    line('p', &join(p.provides.iter().map(|d| d.to_string()).collect()));
-    line('i', &join(p.install_if.iter().map(|d| d.to_string()).collect()));
+    line(
+        'D',
+        &join(p.depends.iter().map(|d| d.to_string()).collect()),
+    );
+    line(
+        'p',
+        &join(p.provides.iter().map(|d| d.to_string()).collect()),
+    );
+    line(
+        'i',
+        &join(p.install_if.iter().map(|d| d.to_string()).collect()),
+    );
     line('r', &p.replaces.join(" "));
-    line('q', &p.replaces_priority.map(|t| t.to_string()).unwrap_or_default());
+    line(
+        'q',
+        &p.replaces_priority
+            .map(|t| t.to_string())
+            .unwrap_or_default(),
+    );
 }
 
 /// One package's record in `/lib/apk/db/installed`: the header, then its directories
@@ -161,7 +183,11 @@ pub fn installed_record(p: &Package, files: &[ManifestEntry]) -> String {
                     cur_dir = Some(dir);
                 }
                 let _ = writeln!(o, "R:{base}");
-                let mode = if e.kind == EntryKind::Symlink { 0o777 } else { e.mode };
+                let mode = if e.kind == EntryKind::Symlink {
+                    0o777
+                } else {
+                    e.mode
+                };
                 if (e.uid, e.gid) != (0, 0) || (e.kind != EntryKind::Symlink && mode != 0o644) {
                     let _ = writeln!(o, "a:{}:{}:{:o}", e.uid, e.gid, mode);
                 }
@@ -178,7 +204,7 @@ pub fn installed_record(p: &Package, files: &[ManifestEntry]) -> String {
 
 /// `/lib/apk/db/scripts.tar`: each package's scripts as `name-version.Q1….action`, the
 /// way apk keeps them to run on upgrade or removal.
-pub fn scripts_tar(pkgs: &[(&Package, &[(String, Vec<u8>)])], mtime: u64) -> Result<Vec<u8>> {
+pub fn scripts_tar(pkgs: &[(Package, Scripts)], mtime: u64) -> Result<Vec<u8>> {
     let mut b = tar::Builder::new(Vec::new());
     for (p, scripts) in pkgs {
         for (name, body) in scripts.iter() {
@@ -203,7 +229,9 @@ pub fn group_id(group_file: &[u8], name: &str) -> Option<u32> {
     group_file.take(1 << 20).read_to_string(&mut s).ok()?;
     s.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.len() >= 3 && f[0] == name).then(|| f[2].parse().ok()).flatten()
+        (f.len() >= 3 && f[0] == name)
+            .then(|| f[2].parse().ok())
+            .flatten()
     })
 }
 
@@ -245,6 +273,9 @@ mod tests {
              R:shadow\na:0:0:640\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\nF:root\nM:0:0:700\n\
              F:usr/bin\nR:b\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n"
         );
-        assert_eq!(group_id(b"root:x:0:root\nshadow:x:42:\n", "shadow"), Some(42));
+        assert_eq!(
+            group_id(b"root:x:0:root\nshadow:x:42:\n", "shadow"),
+            Some(42)
+        );
     }
 }

@@ -18,7 +18,7 @@ use base64::Engine;
 use super::busybox;
 use super::db::{self, ManifestEntry};
 use super::index::{self, Package};
-use super::package::{self, hex};
+use super::package::{self, Scripts, hex};
 use super::resolve::Resolver;
 use super::sign::{Keyring, gzip_members};
 use super::version::Dep;
@@ -57,7 +57,11 @@ pub fn release_dir(version: &str) -> Result<String> {
         return Ok("edge".into());
     }
     let parts: Vec<&str> = v.split('.').collect();
-    if parts.len() == 2 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if parts.len() == 2
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return Ok(format!("v{v}"));
     }
     bail!("Alpine version '{version}' is not a release number like 3.22, or 'edge'")
@@ -320,8 +324,7 @@ fn check_output(output: &Path) -> Result<()> {
 fn temp_dir_beside(output: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(output)?;
     let parent = abs.parent().context("output has no parent folder")?;
-    std::fs::create_dir_all(parent)
-        .with_context(|| format!("creating {}", parent.display()))?;
+    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
     let name = abs
         .file_name()
         .context("output has no name")?
@@ -357,7 +360,7 @@ fn populate(
     let t = mtime(opts);
     let mut x = Extractor::new(root, ExtractOptions::default())?;
     let mut db_text = String::new();
-    let mut scripts: Vec<(Package, Vec<(String, Vec<u8>)>)> = Vec::new();
+    let mut scripts: Vec<(Package, Scripts)> = Vec::new();
     // Every path a package put in the root, as named and as resolved in-root.
     let mut present: BTreeSet<Vec<u8>> = BTreeSet::new();
     for (p, f) in plan.packages.iter().zip(files) {
@@ -439,7 +442,10 @@ fn busybox_links(
 /// Rootless builds record them in the metadata only.
 fn device_nodes(x: &mut Extractor, present: &BTreeSet<Vec<u8>>, t: i64) -> Result<()> {
     use crate::tree::mtree::MType;
-    for (path, dev, mode) in [(&b"dev/console"[..], (5, 1), 0o600), (b"dev/null", (1, 3), 0o666)] {
+    for (path, dev, mode) in [
+        (&b"dev/console"[..], (5, 1), 0o600),
+        (b"dev/null", (1, 3), 0o666),
+    ] {
         if !present.contains(path) {
             x.special(path, MType::Char, dev, Attrs::root(mode, t))?;
         }
@@ -476,7 +482,7 @@ fn write_apk_state(
     opts: &Options,
     plan: &Plan,
     db_text: &str,
-    scripts: &[(Package, Vec<(String, Vec<u8>)>)],
+    scripts: &[(Package, Scripts)],
     t: i64,
 ) -> Result<()> {
     let dir = |x: &mut Extractor, p: &[u8]| x.create_dir(p, Attrs::root(0o755, t));
@@ -494,10 +500,18 @@ fn write_apk_state(
     let mut world: Vec<String> = plan.world.iter().map(|d| d.to_string()).collect();
     world.sort();
     world.dedup();
-    file(x, b"etc/apk/world", format!("{}\n", world.join("\n")).as_bytes())?;
+    file(
+        x,
+        b"etc/apk/world",
+        format!("{}\n", world.join("\n")).as_bytes(),
+    )?;
     let repos: String = plan.repos.iter().map(|r| format!("{}\n", r.base)).collect();
     file(x, b"etc/apk/repositories", repos.as_bytes())?;
-    file(x, b"etc/apk/arch", format!("{}\n", opts.arch.alpine()).as_bytes())?;
+    file(
+        x,
+        b"etc/apk/arch",
+        format!("{}\n", opts.arch.alpine()).as_bytes(),
+    )?;
     // The keys this build trusted, so `apk` in the guest trusts the same ones.
     if let Some(kd) = &distro.keys_dir {
         for (name, pem) in distro.files_under(kd) {
@@ -512,32 +526,19 @@ fn write_apk_state(
         names.sort();
         for p in names {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            file(x, format!("etc/apk/keys/{name}").as_bytes(), &std::fs::read(&p)?)?;
+            file(
+                x,
+                format!("etc/apk/keys/{name}").as_bytes(),
+                &std::fs::read(&p)?,
+            )?;
         }
     }
     file(x, b"lib/apk/db/installed", db_text.as_bytes())?;
-    let refs: Vec<(&Package, &[(String, Vec<u8>)])> =
-        scripts.iter().map(|(p, s)| (p, s.as_slice())).collect();
-    let tar = db::scripts_tar(&refs, t.max(0) as u64)?;
+    let tar = db::scripts_tar(scripts, t.max(0) as u64)?;
     file(x, b"lib/apk/db/scripts.tar", &tar)?;
     file(x, b"lib/apk/db/triggers", b"")?;
     file(x, b"lib/apk/db/lock", b"")?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn release_dirs() {
-        assert_eq!(release_dir("3.22").unwrap(), "v3.22");
-        assert_eq!(release_dir("v3.16").unwrap(), "v3.16");
-        assert_eq!(release_dir("edge").unwrap(), "edge");
-        assert!(release_dir("3").is_err());
-        assert!(release_dir("3.22/../x").is_err());
-        assert!(release_dir("bookworm").is_err());
-    }
 }
 
 /// The `osbuilder rootfs` entry point for Alpine: print the plan (`dry_run`) or build.
@@ -571,4 +572,19 @@ pub fn run(distro: &Distro, opts: &Options, output: Option<&Path>, dry_run: bool
         r.record.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_dirs() {
+        assert_eq!(release_dir("3.22").unwrap(), "v3.22");
+        assert_eq!(release_dir("v3.16").unwrap(), "v3.16");
+        assert_eq!(release_dir("edge").unwrap(), "edge");
+        assert!(release_dir("3").is_err());
+        assert!(release_dir("3.22/../x").is_err());
+        assert!(release_dir("bookworm").is_err());
+    }
 }

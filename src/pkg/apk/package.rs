@@ -27,11 +27,14 @@ pub fn q1_from_digest(d: &[u8]) -> String {
     format!("Q1{}", base64::engine::general_purpose::STANDARD.encode(d))
 }
 
+/// Install scripts by name (`.post-install`, …), as the control segment holds them.
+pub type Scripts = Vec<(String, Vec<u8>)>;
+
 /// A package that passed every check; `data` is its compressed data segment.
 pub struct VerifiedApk<'a> {
     pub info: Package,
     /// Install scripts from the control segment (`.pre-install`, `.post-install`, …).
-    pub scripts: Vec<(String, Vec<u8>)>,
+    pub scripts: Scripts,
     /// `.PKGINFO` `triggers` (folders whose changes run `.trigger`).
     pub triggers: Vec<String>,
     pub data: &'a [u8],
@@ -52,7 +55,8 @@ pub fn parse_pkginfo(text: &str) -> Result<(Package, Option<String>, Vec<String>
         };
         let dep = |v: &str| Dep::parse(v).map_err(anyhow::Error::msg);
         let num = |v: &str| -> Result<u64> {
-            v.parse().with_context(|| format!(".PKGINFO {k}: '{v}' is not a number"))
+            v.parse()
+                .with_context(|| format!(".PKGINFO {k}: '{v}' is not a number"))
         };
         match k {
             "pkgname" => p.name = v.to_string(),
@@ -112,7 +116,10 @@ pub fn verify<'a>(bytes: &'a [u8], keys: &Keyring, expected: &Package) -> Result
     let mut info_text = None;
     let mut scripts = Vec::new();
     let mut t = tar::Archive::new(control_tar.as_slice());
-    for e in t.entries().with_context(|| format!("reading {what}'s control segment"))? {
+    for e in t
+        .entries()
+        .with_context(|| format!("reading {what}'s control segment"))?
+    {
         let mut e = e?;
         let name = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let mut body = Vec::new();

@@ -62,9 +62,8 @@ impl<'a> Resolver<'a> {
     /// Does a chosen package provide `dep`?
     fn satisfied(&self, st: &State, dep: &Dep) -> bool {
         self.providers.get(dep.name.as_str()).is_some_and(|ps| {
-            ps.iter().any(|(i, v)| {
-                st.chosen.get(&self.pkgs[*i].name) == Some(i) && dep.version_ok(*v)
-            })
+            ps.iter()
+                .any(|(i, v)| st.chosen.get(&self.pkgs[*i].name) == Some(i) && dep.version_ok(*v))
         })
     }
 
@@ -72,8 +71,7 @@ impl<'a> Resolver<'a> {
     fn provides(&self, i: usize, dep: &Dep) -> bool {
         let p = &self.pkgs[i];
         (p.name == dep.name && dep.version_ok(Some(&p.version)))
-            || p
-                .provides
+            || p.provides
                 .iter()
                 .any(|pr| pr.name == dep.name && dep.version_ok(pr.version.as_deref()))
     }
@@ -107,12 +105,21 @@ impl<'a> Resolver<'a> {
         None
     }
 
-    fn preference(&self, dep: &Dep, a: (usize, Option<&str>), b: (usize, Option<&str>)) -> Ordering {
+    fn preference(
+        &self,
+        dep: &Dep,
+        a: (usize, Option<&str>),
+        b: (usize, Option<&str>),
+    ) -> Ordering {
         let (pa, pb) = (&self.pkgs[a.0], &self.pkgs[b.0]);
         // Greater = better; callers sort descending.
         (pa.name == dep.name)
             .cmp(&(pb.name == dep.name))
-            .then(pa.provider_priority.unwrap_or(0).cmp(&pb.provider_priority.unwrap_or(0)))
+            .then(
+                pa.provider_priority
+                    .unwrap_or(0)
+                    .cmp(&pb.provider_priority.unwrap_or(0)),
+            )
             .then_with(|| match (a.1, b.1) {
                 (Some(x), Some(y)) if pa.name != dep.name => version::compare(x, y),
                 _ => Ordering::Equal,
@@ -258,7 +265,7 @@ impl<'a> Resolver<'a> {
         let mut done: BTreeSet<&str> = BTreeSet::new();
         let mut out = Vec::new();
         for name in chosen.keys() {
-            self.visit(name, &chosen, st, &mut done, &mut BTreeSet::new(), &mut out);
+            self.visit(name, &chosen, &mut done, &mut BTreeSet::new(), &mut out);
         }
         out
     }
@@ -267,7 +274,6 @@ impl<'a> Resolver<'a> {
         &self,
         name: &'s str,
         chosen: &BTreeMap<&'s str, usize>,
-        st: &State,
         done: &mut BTreeSet<&'s str>,
         active: &mut BTreeSet<&'s str>,
         out: &mut Vec<usize>,
@@ -288,7 +294,7 @@ impl<'a> Resolver<'a> {
         }
         deps.sort();
         for d in deps {
-            self.visit(d, chosen, st, done, active, out);
+            self.visit(d, chosen, done, active, out);
         }
         active.remove(name);
         if done.insert(name) {
@@ -310,7 +316,9 @@ mod tests {
     }
 
     fn req(s: &str) -> Vec<Dep> {
-        s.split_whitespace().map(|d| Dep::parse(d).unwrap()).collect()
+        s.split_whitespace()
+            .map(|d| Dep::parse(d).unwrap())
+            .collect()
     }
 
     const REPO: &str = "\
@@ -380,7 +388,9 @@ D:musl>=9
                 "app-2.0-r0"
             ]
         );
-        let r = Resolver::new(&pkgs).resolve(&req("busybox=1.35.0-r1")).unwrap();
+        let r = Resolver::new(&pkgs)
+            .resolve(&req("busybox=1.35.0-r1"))
+            .unwrap();
         assert_eq!(names(&r), ["musl-1.2.3-r0", "busybox-1.35.0-r1"]);
     }
 
@@ -390,21 +400,44 @@ D:musl>=9
         let r = Resolver::new(&pkgs).resolve(&req("bash")).unwrap();
         assert!(!names(&r).contains(&"bash-doc-5.2-r0".to_string()));
         let r = Resolver::new(&pkgs).resolve(&req("bash docs")).unwrap();
-        assert!(names(&r).contains(&"bash-doc-5.2-r0".to_string()), "{:?}", names(&r));
+        assert!(
+            names(&r).contains(&"bash-doc-5.2-r0".to_string()),
+            "{:?}",
+            names(&r)
+        );
     }
 
     #[test]
     fn conflicts_and_broken_chains_are_reported() {
         let pkgs = parse_text(REPO).unwrap();
-        let e = format!("{:#}", Resolver::new(&pkgs).resolve(&req("app needs-old")).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Resolver::new(&pkgs)
+                .resolve(&req("app needs-old"))
+                .unwrap_err()
+        );
         assert!(e.contains("needs-old -> oldlib"), "{e}");
         assert!(e.contains("conflicts with !oldlib"), "{e}");
-        let e = format!("{:#}", Resolver::new(&pkgs).resolve(&req("broken")).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Resolver::new(&pkgs).resolve(&req("broken")).unwrap_err()
+        );
         assert!(e.contains("broken -> musl>=9"), "{e}");
         assert!(e.contains("musl-1.2.3-r0"), "{e}");
-        let e = format!("{:#}", Resolver::new(&pkgs).resolve(&req("nosuch")).unwrap_err());
-        assert!(e.contains("no package in the index provides 'nosuch'"), "{e}");
-        let e = format!("{:#}", Resolver::new(&pkgs).resolve(&req("busybox !musl")).unwrap_err());
+        let e = format!(
+            "{:#}",
+            Resolver::new(&pkgs).resolve(&req("nosuch")).unwrap_err()
+        );
+        assert!(
+            e.contains("no package in the index provides 'nosuch'"),
+            "{e}"
+        );
+        let e = format!(
+            "{:#}",
+            Resolver::new(&pkgs)
+                .resolve(&req("busybox !musl"))
+                .unwrap_err()
+        );
         assert!(e.contains("busybox -> so:libc.musl-x86_64.so.1"), "{e}");
         assert!(e.contains("the request conflicts with !musl"), "{e}");
     }

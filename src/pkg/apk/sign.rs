@@ -146,11 +146,9 @@ impl Keyring {
                 continue;
             };
             let ok = match s.hash {
-                SigHash::Sha1 => key.verify(
-                    Pkcs1v15Sign::new::<Sha1>(),
-                    &Sha1::digest(signed),
-                    &s.bytes,
-                ),
+                SigHash::Sha1 => {
+                    key.verify(Pkcs1v15Sign::new::<Sha1>(), &Sha1::digest(signed), &s.bytes)
+                }
                 SigHash::Sha256 => key.verify(
                     Pkcs1v15Sign::new::<Sha256>(),
                     &Sha256::digest(signed),
