@@ -25,7 +25,7 @@ impl Compression {
     pub fn default_level(self) -> u32 {
         match self {
             Compression::Gzip => 9,
-            Compression::Zstd => 19,
+            Compression::Zstd => 3,
             Compression::Xz => 6,
             Compression::None => 0,
         }

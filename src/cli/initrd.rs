@@ -23,7 +23,7 @@ pub struct Args {
     /// Compression; Kata's runtime expects gzip
     #[arg(long, value_enum, default_value = "gzip")]
     compression: Compression,
-    /// Compression level (gzip 1-9, default 9; zstd 1-19, default 19; xz 0-9, default 6)
+    /// Compression level (gzip 1-9, default 9 as in Kata; zstd 1-19, default 3; xz 0-9, default 6)
     #[arg(long)]
     level: Option<u32>,
     /// Rootfs metadata (mtree) file; default: ROOTFS.mtree beside the rootfs, if present

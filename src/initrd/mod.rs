@@ -50,7 +50,7 @@ pub struct Report {
 pub fn build(opts: &Options) -> Result<Report> {
     let level = opts.level.unwrap_or(opts.compression.default_level());
     let (lo, hi) = opts.compression.level_range();
-    if !(lo..=hi).contains(&level) {
+    if opts.compression != Compression::None && !(lo..=hi).contains(&level) {
         bail!(
             "--level {level} is out of range for {}: use {lo}..={hi}",
             opts.compression.name()
@@ -115,7 +115,7 @@ pub fn build(opts: &Options) -> Result<Report> {
 /// target of /sbin/init, because the kernel's init lookup failed on two-level link chains.
 fn check_init(tree: &Tree) -> Result<Option<Vec<u8>>> {
     let root = tree.root.display();
-    let Some(init) = tree.get(b"sbin/init") else {
+    let Some(init) = tree.lookup(b"sbin/init") else {
         bail!(
             "{root} has no /sbin/init; an initrd needs an init. Install an init system, \
              or provision the agent as init (osbuilder rootfs --agent-init)"
@@ -160,10 +160,11 @@ fn write_archive(tree: &Tree, added_init: Option<&[u8]>, out: &mut dyn Write) ->
         perm: 0o777,
         uid: 0,
         gid: 0,
-        mtime: tree.get(b"sbin/init").map(|e| e.mtime).unwrap_or(0),
+        mtime: tree.lookup(b"sbin/init").map(|e| e.mtime).unwrap_or(0),
         link_group: None,
     });
     let mut buf = vec![0u8; 256 * 1024];
+    let mut dir_inos: Vec<(u32, &Entry)> = Vec::new();
     for e in &tree.entries {
         // Keep the fixed order: /init goes where a real one would have been.
         if let Some(s) =
@@ -184,6 +185,9 @@ fn write_archive(tree: &Tree, added_init: Option<&[u8]>, out: &mut dyn Write) ->
             }
             None => {
                 next_ino += 1;
+                if e.kind == Kind::Dir {
+                    dir_inos.push((next_ino - 1, e));
+                }
                 let nlink = if e.kind == Kind::Dir {
                     2 + subdirs.get(e.path.as_slice()).copied().unwrap_or(0)
                 } else {
@@ -200,6 +204,14 @@ fn write_archive(tree: &Tree, added_init: Option<&[u8]>, out: &mut dyn Write) ->
     }
     if let Some(s) = synthetic_init {
         write_entry(&mut w, &s, next_ino, 1, &mut buf)?;
+    }
+    // Repeat every directory header after the content, deepest first. Extractors that set
+    // times as they go (GNU cpio -m) would otherwise leave each directory with the time its
+    // last child was created; the repeat restores it. The kernel's unpacker already defers
+    // directory times and treats the repeat as a no-op (mkdir EEXIST, same owner, mode, time).
+    for (ino, e) in dir_inos.iter().rev() {
+        let nlink = 2 + subdirs.get(e.path.as_slice()).copied().unwrap_or(0);
+        write_header(&mut w, e, *ino, nlink, 0)?;
     }
     let total = w.position();
     w.finish()?;

@@ -309,6 +309,22 @@ impl Tree {
             .map(|i| &self.entries[i])
     }
 
+    /// Like lstat(2) inside the tree: symlinks in the parent components are followed
+    /// (so /sbin/init is found when /sbin → usr/sbin), the last component is not.
+    pub fn lookup(&self, path: &[u8]) -> Option<&Entry> {
+        match path.iter().rposition(|c| *c == b'/') {
+            None => self.get(path),
+            Some(i) => {
+                let mut p = self.resolve(&path[..i])?;
+                if !p.is_empty() {
+                    p.push(b'/');
+                }
+                p.extend_from_slice(&path[i + 1..]);
+                self.get(&p)
+            }
+        }
+    }
+
     /// Follow symlinks inside the tree (as the guest would see them) from `path`
     /// to a non-link entry. Returns the final path, or None for dangling or looping links.
     pub fn resolve(&self, path: &[u8]) -> Option<Vec<u8>> {
@@ -326,19 +342,16 @@ impl Tree {
             }
             cur.push(comp);
             let joined = cur.join(&b'/');
-            match &self.get(&joined)?.kind {
-                Kind::Symlink { target } => {
-                    hops += 1;
-                    if hops > 40 {
-                        return None;
-                    }
-                    cur.pop();
-                    if target.starts_with(b"/") {
-                        cur.clear();
-                    }
-                    todo.extend(split_rev(target));
+            if let Kind::Symlink { target } = &self.get(&joined)?.kind {
+                hops += 1;
+                if hops > 40 {
+                    return None;
                 }
-                _ => {}
+                cur.pop();
+                if target.starts_with(b"/") {
+                    cur.clear();
+                }
+                todo.extend(split_rev(target));
             }
         }
         Some(cur.join(&b'/'))
@@ -439,6 +452,25 @@ pub fn source_date_epoch() -> Result<Option<i64>> {
 /// `OsStr` of a tree path, for joining onto the root.
 pub fn os_path(rel: &[u8]) -> &OsStr {
     OsStr::from_bytes(rel)
+}
+
+/// The metadata to use for `rootfs`: the explicit file if given (it must exist), else
+/// `<rootfs>.mtree` when that exists, else none. Returns the metadata and where it came from.
+pub fn load_metadata_for(
+    rootfs: &Path,
+    explicit: Option<&Path>,
+) -> Result<(Option<Mtree>, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => {
+            let p = Mtree::default_path_for(rootfs);
+            if !p.exists() {
+                return Ok((None, None));
+            }
+            p
+        }
+    };
+    Ok((Some(Mtree::load(&path)?), Some(path)))
 }
 
 #[cfg(test)]
@@ -555,6 +587,14 @@ mod tests {
         assert_eq!(t.resolve(b"init").unwrap(), b"a/b/f".to_vec());
         assert_eq!(t.resolve(b"sbin/init").unwrap(), b"a/b/f".to_vec());
         assert!(t.resolve(b"nothing").is_none());
+        // lstat-like: parents resolved, last component kept.
+        std::fs::create_dir_all(d.path().join("usr/sbin")).unwrap();
+        symlink("usr/sbin", d.path().join("xbin")).unwrap();
+        symlink("../../a/b/f", d.path().join("usr/sbin/tool")).unwrap();
+        let t = Tree::scan(d.path(), &ScanOptions::default()).unwrap();
+        let e = t.lookup(b"xbin/tool").unwrap();
+        assert_eq!(e.path, b"usr/sbin/tool".to_vec());
+        assert!(matches!(e.kind, Kind::Symlink { .. }));
     }
 
     #[test]
@@ -565,23 +605,4 @@ mod tests {
         );
         assert!(err.contains("does not exist"), "{err}");
     }
-}
-
-/// The metadata to use for `rootfs`: the explicit file if given (it must exist), else
-/// `<rootfs>.mtree` when that exists, else none. Returns the metadata and where it came from.
-pub fn load_metadata_for(
-    rootfs: &Path,
-    explicit: Option<&Path>,
-) -> Result<(Option<Mtree>, Option<PathBuf>)> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None => {
-            let p = Mtree::default_path_for(rootfs);
-            if !p.exists() {
-                return Ok((None, None));
-            }
-            p
-        }
-    };
-    Ok((Some(Mtree::load(&path)?), Some(path)))
 }

@@ -1,1 +1,163 @@
+//! Helpers shared by the integration tests: run the binary, make trees, compare trees.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn osbuilder() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_osbuilder"))
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("spawning command")
+}
+
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "command {:?} failed: {}\nstdout: {}\nstderr: {}",
+        cmd,
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+pub fn sh(script: &str) -> Output {
+    ok(Command::new("sh").arg("-ec").arg(script))
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A temp dir that an unprivileged user (65534) can enter.
+pub fn open_tempdir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// What a tree looks like, path by path, for comparisons.
+#[derive(Debug, PartialEq, Eq, Clone)]
+pub struct Node {
+    pub kind: &'static str,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub rdev: u64,
+    pub mtime: Option<i64>,
+    pub content: Option<Vec<u8>>,
+    pub link: Option<PathBuf>,
+}
+
+pub fn snapshot(root: &Path) -> (BTreeMap<PathBuf, Node>, BTreeMap<PathBuf, u64>) {
+    let mut out = BTreeMap::new();
+    let mut inos = BTreeMap::new();
+    fn walk(
+        root: &Path,
+        dir: &Path,
+        out: &mut BTreeMap<PathBuf, Node>,
+        inos: &mut BTreeMap<PathBuf, u64>,
+    ) {
+        let mut names: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().to_path_buf();
+            let ft = md.file_type();
+            use std::os::unix::fs::FileTypeExt;
+            let kind = if ft.is_dir() {
+                "dir"
+            } else if ft.is_symlink() {
+                "symlink"
+            } else if ft.is_file() {
+                "file"
+            } else if ft.is_char_device() {
+                "char"
+            } else if ft.is_block_device() {
+                "block"
+            } else if ft.is_fifo() {
+                "fifo"
+            } else {
+                "socket"
+            };
+            out.insert(
+                rel.clone(),
+                Node {
+                    kind,
+                    mode: md.mode(),
+                    uid: md.uid(),
+                    gid: md.gid(),
+                    rdev: md.rdev(),
+                    // Symlink mtimes are not restored by every extractor.
+                    mtime: if ft.is_symlink() {
+                        None
+                    } else {
+                        Some(md.mtime())
+                    },
+                    content: ft.is_file().then(|| std::fs::read(&p).unwrap()),
+                    link: ft.is_symlink().then(|| std::fs::read_link(&p).unwrap()),
+                },
+            );
+            if ft.is_file() && md.nlink() > 1 {
+                inos.insert(rel, md.ino());
+            }
+            if ft.is_dir() {
+                walk(root, &p, out, inos);
+            }
+        }
+    }
+    walk(root, root, &mut out, &mut inos);
+    (out, inos)
+}
+
+/// Extract a (compressed) newc archive with GNU cpio, as the caller (root keeps owners).
+pub fn gnu_cpio_extract(archive: &Path, decompress: &str, dest: &Path) {
+    std::fs::create_dir_all(dest).unwrap();
+    sh(&format!(
+        "cd '{}' && {decompress} < '{}' | cpio -idm --quiet --no-absolute-filenames",
+        dest.display(),
+        archive.display()
+    ));
+}
+
+/// `cpio -itv` listing of a compressed archive.
+pub fn cpio_list(archive: &Path, decompress: &str) -> String {
+    String::from_utf8(
+        sh(&format!(
+            "{decompress} < '{}' | cpio -itv --quiet --numeric-uid-gid",
+            archive.display()
+        ))
+        .stdout,
+    )
+    .unwrap()
+}
+
+pub fn set_mtime(p: &Path, secs: i64) {
+    sh(&format!("touch -h -d @{secs} '{}'", p.display()));
+}
+
+/// Signed Alpine repositories built by the tests (apk v2 packages, APKINDEX, HTTP server).
 pub mod apkrepo;
