@@ -3,6 +3,7 @@
 
 mod initrd;
 mod matrix;
+mod rootfs;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +39,8 @@ enum Command {
     Matrix(matrix::Args),
     /// Pack a rootfs into a compressed newc cpio initrd
     Initrd(initrd::Args),
+    /// Build a distro rootfs natively (verified packages, no root, any arch)
+    Rootfs(rootfs::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -47,6 +50,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Matrix(a) => matrix::run(a),
         Command::Initrd(a) => initrd::run(a),
+        Command::Rootfs(a) => rootfs::run(a),
     };
     match result {
         Ok(()) => 0,

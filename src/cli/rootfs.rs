@@ -1,0 +1,87 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::arch::Arch;
+use crate::distro::InitMode;
+use crate::rootfs::{self, Options};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    after_help = "Builds natively: packages are verified against the distro's signed \
+repository, extracted without running any target code, so every architecture builds on any host \
+without root or qemu. Rootless builds keep ownership and device nodes in OUTPUT.mtree; the \
+installed packages are listed in OUTPUT.packages.json.\n\n\
+Mirror: --mirror, else $OSBUILDER_MIRROR, else (debian on a Debian host) the host's APT \
+sources, else distro.toml. Ubuntu serves amd64 from its primary archive and other arches from \
+its ports archive: pass the matching URL.\n\n\
+Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
+osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
+osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x"
+)]
+pub struct Args {
+    /// Distro (see `osbuilder matrix`)
+    #[arg(long)]
+    distro: String,
+    /// Target architecture (x86_64/amd64, aarch64/arm64, ppc64le/ppc64el, s390x); default: host
+    #[arg(long)]
+    arch: Option<Arch>,
+    /// Distro release / suite (default: the distro's default, e.g. trixie)
+    #[arg(long)]
+    os_version: Option<String>,
+    /// The agent is PID 1 (no systemd)
+    #[arg(long, conflicts_with = "systemd")]
+    agent_init: bool,
+    /// systemd is PID 1 and starts the agent
+    #[arg(long)]
+    systemd: bool,
+    /// Packages added to the distro's set (comma-separated; Kata's EXTRA_PKGS)
+    #[arg(long, value_delimiter = ',')]
+    extra_pkgs: Vec<String>,
+    /// Packages replacing the distro's set (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    packages: Option<Vec<String>>,
+    /// Repository URL (the folder holding dists/ and pool/)
+    #[arg(long)]
+    mirror: Option<String>,
+    /// Also trust this OpenPGP keyring (.gpg/.pgp/.asc) for the repository signature
+    #[arg(long)]
+    keyring: Vec<PathBuf>,
+    /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Resolve and print the install plan (name version arch size), download nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Run maintainer scripts in a chroot (root; same arch, or qemu-user via binfmt)
+    #[arg(long)]
+    run_scripts: bool,
+    /// Output rootfs directory (created atomically)
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let init = if a.agent_init {
+        Some(InitMode::AgentInit)
+    } else if a.systemd {
+        Some(InitMode::Systemd)
+    } else {
+        None
+    };
+    rootfs::build(&Options {
+        distro: a.distro,
+        arch: a.arch,
+        os_version: a.os_version,
+        init,
+        extra_pkgs: a.extra_pkgs,
+        packages: a.packages,
+        mirror: a.mirror,
+        keyrings: a.keyring,
+        cache_dir: a.cache_dir,
+        dry_run: a.dry_run,
+        run_scripts: a.run_scripts,
+        output: a.output,
+        host_apt_dir: None,
+    })
+}
