@@ -38,7 +38,16 @@ fn build_trixie(arch: &str, elf: &str) {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join(format!("rootfs-{arch}"));
     let res = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-        .args(["rootfs", "--distro", "debian", "--os-version", "trixie", "--agent-init", "--arch", arch])
+        .args([
+            "rootfs",
+            "--distro",
+            "debian",
+            "--os-version",
+            "trixie",
+            "--agent-init",
+            "--arch",
+            arch,
+        ])
         .arg("--mirror")
         .arg(&url)
         .arg("--cache-dir")
@@ -47,10 +56,18 @@ fn build_trixie(arch: &str, elf: &str) {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
 
     // Binaries of the target architecture, checked with file(1).
-    let f = Command::new("file").arg("-L").arg(out.join("usr/sbin/chronyd")).output().unwrap();
+    let f = Command::new("file")
+        .arg("-L")
+        .arg(out.join("usr/sbin/chronyd"))
+        .output()
+        .unwrap();
     let desc = String::from_utf8_lossy(&f.stdout);
     assert!(desc.contains(elf), "{desc}");
     assert!(out.join("bin").is_symlink() && out.join("usr/lib/os-release").exists());
@@ -64,12 +81,35 @@ fn build_trixie(arch: &str, elf: &str) {
         .unwrap();
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     let listed = String::from_utf8_lossy(&q.stdout);
-    for want in ["chrony ii", "iptables ii", "dbus ii", "cryptsetup-bin ii", "e2fsprogs ii", "libseccomp2 ii", "libc6 ii"] {
-        assert!(listed.lines().any(|l| l.trim() == want), "{want} missing:\n{listed}");
+    for want in [
+        "chrony ii",
+        "iptables ii",
+        "dbus ii",
+        "cryptsetup-bin ii",
+        "e2fsprogs ii",
+        "libseccomp2 ii",
+        "libc6 ii",
+    ] {
+        assert!(
+            listed.lines().any(|l| l.trim() == want),
+            "{want} missing:\n{listed}"
+        );
     }
-    let audit = Command::new("dpkg").arg(&admin).arg("--audit").output().unwrap();
-    assert!(audit.stdout.is_empty(), "{}", String::from_utf8_lossy(&audit.stdout));
-    let arch_out = Command::new("dpkg-query").arg(&admin).args(["-W", "-f", "${Architecture}\n", "libc6"]).output().unwrap();
+    let audit = Command::new("dpkg")
+        .arg(&admin)
+        .arg("--audit")
+        .output()
+        .unwrap();
+    assert!(
+        audit.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&audit.stdout)
+    );
+    let arch_out = Command::new("dpkg-query")
+        .arg(&admin)
+        .args(["-W", "-f", "${Architecture}\n", "libc6"])
+        .output()
+        .unwrap();
     assert_eq!(String::from_utf8_lossy(&arch_out.stdout).trim(), arch);
 
     // The record lists every installed package with its digest.
@@ -79,9 +119,15 @@ fn build_trixie(arch: &str, elf: &str) {
     .unwrap();
     let pkgs = rec["packages"].as_array().unwrap();
     assert_eq!(pkgs.len(), listed.lines().count());
-    assert!(pkgs.iter().all(|p| p["sha256"].as_str().unwrap().len() == 64));
+    assert!(
+        pkgs.iter()
+            .all(|p| p["sha256"].as_str().unwrap().len() == 64)
+    );
     let passwd = std::fs::read_to_string(out.join("etc/passwd")).unwrap();
-    assert!(passwd.contains("_chrony:") && passwd.contains("messagebus:"), "{passwd}");
+    assert!(
+        passwd.contains("_chrony:") && passwd.contains("messagebus:"),
+        "{passwd}"
+    );
 }
 
 #[test]

@@ -40,7 +40,13 @@ pub fn parse_depends(s: &str) -> Result<Vec<Vec<Dep>>> {
         let mut alts = Vec::new();
         for alt in group.split('|') {
             // Drop arch restrictions and build profiles (source-only syntax).
-            let alt = alt.split(['[', '<']).next().unwrap_or("").trim();
+            let after_rel = alt.find(')').map(|i| i + 1).unwrap_or(0);
+            let cut = alt[after_rel..]
+                .find(['[', '<'])
+                .map(|i| i + after_rel)
+                .filter(|_| after_rel > 0 || !alt.contains('('))
+                .unwrap_or(alt.len());
+            let alt = alt[..cut].trim();
             let alt_owned;
             let alt = if let Some(p) = alt.find('(') {
                 alt_owned = alt.to_string();
@@ -49,8 +55,9 @@ pub fn parse_depends(s: &str) -> Result<Vec<Vec<Dep>>> {
                 let op_len = inner
                     .find(|c: char| !matches!(c, '<' | '>' | '='))
                     .unwrap_or(inner.len());
-                let rel = Relation::parse(&inner[..op_len])
-                    .ok_or_else(|| anyhow::anyhow!("bad relation in dependency '{alt_owned}'"))?;
+                let rel = Relation::parse(&inner[..op_len]).ok_or_else(|| {
+                    anyhow::anyhow!("bad relation in dependency {alt_owned:?} (in {s:?})")
+                })?;
                 alts.push(Dep {
                     name: strip_arch(n.trim()).to_string(),
                     rel: Some((rel, inner[op_len..].trim().to_string())),
@@ -385,6 +392,19 @@ mod tests {
                 .resolve(&["nope".into()], false)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn dependency_syntax() {
+        let d = parse_depends(
+            "libc6 (<< 2.42), a:any (>= 1) [amd64] <!nocheck>, b [i386] | c (= 1:2-3)",
+        )
+        .unwrap();
+        assert_eq!(d[0][0].rel, Some((Relation::Lt, "2.42".into())));
+        assert_eq!(d[1][0].name, "a");
+        assert_eq!(d[1][0].rel, Some((Relation::Ge, "1".into())));
+        assert_eq!(d[2][0].name, "b");
+        assert_eq!(d[2][1].rel, Some((Relation::Eq, "1:2-3".into())));
     }
 
     #[test]
