@@ -921,7 +921,7 @@ mod tests {
                     b,
                     tar::EntryType::Link,
                     "./hl",
-                    Some(&format!("../outside/secret")),
+                    Some("../outside/secret"),
                     b"",
                 )
             }),

@@ -534,6 +534,9 @@ pub fn configure(ex: &mut Extractor, debs: &[InstalledDeb], mtime: i64) -> Resul
         )?;
     }
 
+    enable_units(ex, debs, mtime)?;
+    first_install_defaults(ex, debs, &acc, mtime)?;
+
     // Host identity: nothing from the build host leaks in.
     ex.write_file(b"etc/hostname", &mut &b"localhost\n"[..], file)?;
     ex.write_file(
@@ -566,6 +569,230 @@ pub fn configure(ex: &mut Extractor, debs: &[InstalledDeb], mtime: i64) -> Resul
     Ok(())
 }
 
+/// What the postinst scripts of base-files, libc-bin, tzdata, libpam-modules and chrony
+/// do on a first install: copy shipped defaults into /etc and /root, create the FHS
+/// folders and log files, point /etc/localtime at UTC.
+fn first_install_defaults(
+    ex: &mut Extractor,
+    debs: &[InstalledDeb],
+    acc: &Accounts,
+    mtime: i64,
+) -> Result<()> {
+    let gid = |name: &str| acc.group(name).map(|g| g.gid).unwrap_or(0);
+    let installed = |n: &str| debs.iter().any(|d| d.name() == n);
+    let copies: [(&str, &str, u32, u32); 8] = [
+        (
+            "usr/share/base-files/dot.profile",
+            "root/.profile",
+            0o644,
+            0,
+        ),
+        ("usr/share/base-files/dot.bashrc", "root/.bashrc", 0o644, 0),
+        ("usr/share/base-files/profile", "etc/profile", 0o644, 0),
+        ("usr/share/base-files/motd", "etc/motd", 0o644, 0),
+        (
+            "usr/share/base-files/info.dir",
+            "usr/share/info/dir",
+            0o644,
+            0,
+        ),
+        (
+            "usr/share/libc-bin/nsswitch.conf",
+            "etc/nsswitch.conf",
+            0o644,
+            0,
+        ),
+        (
+            "usr/share/chrony/chrony.conf",
+            "etc/chrony/chrony.conf",
+            0o644,
+            0,
+        ),
+        (
+            "usr/share/chrony/chrony.keys",
+            "etc/chrony/chrony.keys",
+            0o640,
+            gid("_chrony"),
+        ),
+    ];
+    for (src, dst, mode, g) in copies {
+        if ex.read_file(dst.as_bytes())?.is_some() {
+            continue;
+        }
+        if let Some(data) = ex.read_file(src.as_bytes())? {
+            ex.write_file(
+                dst.as_bytes(),
+                &mut data.as_slice(),
+                Attrs {
+                    mode,
+                    uid: 0,
+                    gid: g,
+                    mtime,
+                },
+            )?;
+        }
+    }
+    if installed("base-files") {
+        for d in [
+            "mnt",
+            "srv",
+            "opt",
+            "etc/opt",
+            "var/opt",
+            "media",
+            "usr/local",
+            "usr/local/share",
+            "usr/local/share/man",
+            "usr/local/bin",
+            "usr/local/games",
+            "usr/local/lib",
+            "usr/local/libexec",
+            "usr/local/include",
+            "usr/local/sbin",
+            "usr/local/src",
+            "usr/local/etc",
+        ] {
+            ex.create_dir(d.as_bytes(), Attrs::root(0o755, mtime))?;
+        }
+        ex.create_dir(
+            b"var/mail",
+            Attrs {
+                mode: 0o2775,
+                uid: 0,
+                gid: gid("mail"),
+                mtime,
+            },
+        )?;
+        ex.create_dir(b"run/lock", Attrs::root(0o1777, mtime))?;
+        let link = Attrs::root(0o777, mtime);
+        if ex.read_file(b"var/spool/mail").is_ok() {
+            ex.create_dir(b"var/spool", Attrs::root(0o755, mtime))?;
+            ex.symlink(b"var/spool/mail", b"../mail", link)?;
+        }
+        ex.symlink(b"usr/local/man", b"share/man", link)?;
+        for origin in ["debian", "ubuntu"] {
+            if ex
+                .read_file(format!("etc/dpkg/origins/{origin}").as_bytes())?
+                .is_some()
+            {
+                ex.symlink(b"etc/dpkg/origins/default", origin.as_bytes(), link)?;
+                break;
+            }
+        }
+        let utmp = gid("utmp");
+        for (f, mode) in [
+            ("var/log/wtmp", 0o664),
+            ("var/log/btmp", 0o660),
+            ("var/log/lastlog", 0o664),
+        ] {
+            ex.write_file(
+                f.as_bytes(),
+                &mut &b""[..],
+                Attrs {
+                    mode,
+                    uid: 0,
+                    gid: utmp,
+                    mtime,
+                },
+            )?;
+        }
+    }
+    if ex.read_file(b"usr/share/zoneinfo/Etc/UTC")?.is_some() {
+        ex.symlink(
+            b"etc/localtime",
+            b"/usr/share/zoneinfo/Etc/UTC",
+            Attrs::root(0o777, mtime),
+        )?;
+    }
+    if installed("libpam-modules") && ex.read_file(b"etc/environment")?.is_none() {
+        ex.write_file(b"etc/environment", &mut &b""[..], Attrs::root(0o644, mtime))?;
+    }
+    Ok(())
+}
+
+/// Units a fresh install enables: `deb-systemd-helper enable 'U'` (dh_installsystemd's
+/// snippet; those guarded by `debian-installed` are only re-enabled on upgrade) and
+/// literal `systemctl … enable U` calls (systemd's own postinst).
+pub fn units_to_enable(script: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for line in script.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let Some(i) = words.iter().position(|w| *w == "enable") else {
+            continue;
+        };
+        let by_helper = words[..i].contains(&"deb-systemd-helper");
+        let by_systemctl = words[..i].contains(&"systemctl");
+        if !(by_helper || by_systemctl) {
+            continue;
+        }
+        let Some(unit) = words.get(i + 1).map(|u| u.trim_matches(['\'', '"'])) else {
+            continue;
+        };
+        if unit.contains('$') || !unit.contains('.') {
+            continue;
+        }
+        if by_helper && script.contains(&format!("debian-installed '{unit}'")) {
+            continue;
+        }
+        if !out.iter().any(|u| u == unit) {
+            out.push(unit.to_string());
+        }
+    }
+    out
+}
+
+/// Create the [Install] symlinks (WantedBy, RequiredBy, Alias) under /etc/systemd/system,
+/// as `systemctl enable` would.
+fn enable_units(ex: &mut Extractor, debs: &[InstalledDeb], mtime: i64) -> Result<()> {
+    let mut units = Vec::new();
+    for d in debs {
+        if let Some(script) = d.control.members.get("postinst") {
+            units.extend(units_to_enable(&String::from_utf8_lossy(script)));
+        }
+    }
+    units.sort();
+    units.dedup();
+    let link = Attrs::root(0o777, mtime);
+    for unit in units {
+        // getty@tty1.service is an instance of getty@.service.
+        let file = match unit.split_once('@') {
+            Some((base, rest)) if !rest.starts_with('.') => {
+                format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service"))
+            }
+            _ => unit.clone(),
+        };
+        let unit_path = format!("/usr/lib/systemd/system/{file}");
+        let Some(text) = ex.read_file(rel(&unit_path))? else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&text);
+        let mut in_install = false;
+        for line in text.lines() {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_install = line == "[Install]";
+                continue;
+            }
+            if !in_install {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            for target in v.split_whitespace() {
+                let path = match k.trim() {
+                    "WantedBy" => format!("etc/systemd/system/{target}.wants/{unit}"),
+                    "RequiredBy" => format!("etc/systemd/system/{target}.requires/{unit}"),
+                    "Alias" => format!("etc/systemd/system/{target}"),
+                    _ => continue,
+                };
+                ex.symlink(path.as_bytes(), unit_path.as_bytes(), link)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,6 +806,12 @@ mod tests {
         assert_eq!(a[0].path, "/usr/bin/mawk");
         assert_eq!(a[0].priority, 5);
         assert_eq!(a[0].slaves.len(), 1);
+    }
+
+    #[test]
+    fn units_enabled_on_fresh_install() {
+        let s = "if true; then\n\tdeb-systemd-helper enable 'chrony.service' >/dev/null || true\n\tif deb-systemd-helper debian-installed 'chrony-wait.service'; then\n\t\tdeb-systemd-helper enable 'chrony-wait.service'\n\tfi\nfi\nsystemctl ${DPKG_ROOT:+--root=\"$DPKG_ROOT\"} enable getty@tty1.service || true\nsystemctl enable $unit\n";
+        assert_eq!(units_to_enable(s), ["chrony.service", "getty@tty1.service"]);
     }
 
     #[test]

@@ -328,8 +328,10 @@ mod tests {
     use crate::pkg::deb::release::Release;
 
     fn universe(text: &str) -> Universe {
-        let mut r = Release::default();
-        r.suite = "test".into();
+        let r = Release {
+            suite: "test".into(),
+            ..Default::default()
+        };
         Universe::new(parse_packages(text, "file:///x").unwrap(), r)
     }
 
