@@ -139,3 +139,62 @@ fn debian_trixie_agent_init_amd64() {
 fn debian_trixie_agent_init_arm64_without_qemu() {
     build_trixie("arm64", "ARM aarch64");
 }
+
+/// --run-scripts: the maintainer scripts run in a chroot (root, same-arch host).
+#[test]
+fn debian_trixie_run_scripts_amd64() {
+    if unsafe { libc::geteuid() } != 0
+        || osbuilder::arch::Arch::host() != Some(osbuilder::arch::Arch::X86_64)
+    {
+        eprintln!("SKIP: --run-scripts needs root on an x86_64 host");
+        return;
+    }
+    let Some(url) = mirror() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rootfs");
+    let res = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
+        .args([
+            "rootfs",
+            "--distro",
+            "debian",
+            "--os-version",
+            "trixie",
+            "--agent-init",
+            "--arch",
+            "amd64",
+            "--run-scripts",
+        ])
+        .arg("--mirror")
+        .arg(&url)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        res.status.success(),
+        "{}",
+        String::from_utf8_lossy(&res.stderr)
+    );
+    let admin = format!("--admindir={}", out.join("var/lib/dpkg").display());
+    let q = Command::new("dpkg-query")
+        .arg(&admin)
+        .args(["-W", "-f", "${db:Status-Abbrev}\n"])
+        .output()
+        .unwrap();
+    let st = String::from_utf8_lossy(&q.stdout);
+    assert!(
+        st.lines().all(|l| l.trim() == "ii"),
+        "not all configured:\n{st}"
+    );
+    // Written by chrony's postinst, not by osbuilder.
+    assert!(
+        out.join("etc/systemd/system/multi-user.target.wants/chrony.service")
+            .is_symlink()
+    );
+    assert!(
+        out.join("var/lib/systemd/deb-systemd-helper-enabled")
+            .is_dir()
+    );
+}

@@ -572,3 +572,61 @@ fn unprivileged_build_records_ownership_in_the_mtree() {
     let app = tree.get(b"usr/bin/app").unwrap();
     assert_eq!((app.uid, app.gid), (0, 0));
 }
+
+/// Every path with its type, mode, mtime, size and content digest.
+fn fingerprint(root: &Path) -> Vec<String> {
+    let out = std::process::Command::new("find")
+        .arg(".")
+        .args(["-printf", "%p %y %m %T@ %s %l\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let p = root.join(l.split(' ').next().unwrap());
+            if p.is_file() && !p.is_symlink() {
+                format!("{l} {}", sha256(&std::fs::read(&p).unwrap()))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn rebuilds_are_identical_and_a_corrupt_cache_heals() {
+    let r = repo("debian", "amd64", &universe());
+    let a = r.dir.join("a");
+    let b = r.dir.join("b");
+    let args = ["--agent-init", "--packages", "app,base-passwd"];
+    let (ok, _, err) = build(&r, "debian", "amd64", &args, &a);
+    assert!(ok, "{err}");
+    // Corrupt every cached file: each must be discarded and fetched again.
+    for entry in walk(&r.dir.join("cache")) {
+        std::fs::write(&entry, b"garbage").unwrap();
+    }
+    let (ok, _, err) = build(&r, "debian", "amd64", &args, &b);
+    assert!(ok, "{err}");
+    assert!(err.contains("corrupt"), "{err}");
+    assert_eq!(fingerprint(&a), fingerprint(&b));
+    assert_eq!(
+        std::fs::read(r.dir.join("a.packages.json")).unwrap().len(),
+        std::fs::read(r.dir.join("b.packages.json")).unwrap().len()
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -168,6 +168,7 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
     };
     let staged = StagedDir::create(&opts.output)?;
     let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
+    ex.set_default_mtime(mtime);
     let dir = Attrs::root(0o755, mtime);
     ex.create_dir(b"usr", dir)?;
     for l in merged_usr_links(arch) {
