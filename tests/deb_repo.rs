@@ -427,14 +427,14 @@ fn hostile_packages_leave_nothing_outside_the_root() {
 #[test]
 fn ubuntu_ports_layout_for_arm64() {
     let pkgs = vec![
-        pkg(
+        pkg_zst(
             "hello",
             "2.10-3",
             "arm64",
             "Depends: libc6 (>= 2.34)\n",
             &[E::File("./usr/bin/hello", b"\x7fELF", 0o755, 0, 0)],
         ),
-        pkg(
+        pkg_zst(
             "libc6",
             "2.42-0ubuntu1",
             "arm64",
@@ -629,4 +629,11 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn zstd_payloads_are_read() {
+    // Guard against the ubuntu test silently using another compression.
+    let p = pkg_zst("z", "1", "arm64", "", &[E::File("./z", b"z", 0o644, 0, 0)]);
+    assert!(p.deb.windows(12).any(|w| w == b"data.tar.zst"));
 }

@@ -67,6 +67,16 @@ pub fn data_tar(entries: &[E]) -> Vec<u8> {
 
 /// A .deb with the given control stanza (without trailing newline) and data entries.
 pub fn make_deb(control: &str, entries: &[E], postinst: Option<&str>) -> Vec<u8> {
+    make_deb_compressed(control, entries, postinst, "xz")
+}
+
+/// As `make_deb`, with the data member compressed as "xz", "zst" (Ubuntu's default) or "gz".
+pub fn make_deb_compressed(
+    control: &str,
+    entries: &[E],
+    postinst: Option<&str>,
+    comp: &str,
+) -> Vec<u8> {
     let mut ctl = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: &[u8], mode: u32| {
         let h = header(
@@ -106,14 +116,20 @@ pub fn make_deb(control: &str, entries: &[E], postinst: Option<&str>) -> Vec<u8>
         e.finish().unwrap()
     };
     let data = data_tar(entries);
-    let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
-    xz.write_all(&data).unwrap();
-    let data_xz = xz.finish().unwrap();
+    let (data_name, data_body) = match comp {
+        "zst" => ("data.tar.zst", zstd::encode_all(&data[..], 3).unwrap()),
+        "gz" => ("data.tar.gz", gz(&data)),
+        _ => {
+            let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+            xz.write_all(&data).unwrap();
+            ("data.tar.xz", xz.finish().unwrap())
+        }
+    };
     let mut ar = ar::Builder::new(Vec::new());
     for (name, body) in [
         ("debian-binary", b"2.0\n".to_vec()),
         ("control.tar.gz", gz(&ctl)),
-        ("data.tar.xz", data_xz),
+        (data_name, data_body),
     ] {
         let mut h = ar::Header::new(name.as_bytes().to_vec(), body.len() as u64);
         h.set_mode(0o644);
