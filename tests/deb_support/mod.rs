@@ -151,6 +151,16 @@ pub fn pkg(name: &str, version: &str, arch: &str, extra: &str, entries: &[E]) ->
     pkg_with_script(name, version, arch, extra, entries, None)
 }
 
+/// A package whose data member is zstd-compressed, as Ubuntu builds them.
+pub fn pkg_zst(name: &str, version: &str, arch: &str, extra: &str, entries: &[E]) -> Pkg {
+    let mut p = pkg(name, version, arch, extra, entries);
+    let control = format!(
+        "Package: {name}\nVersion: {version}\nArchitecture: {arch}\nMaintainer: Test <t@example.invalid>\n{extra}Description: test package {name}"
+    );
+    p.deb = make_deb_compressed(control.trim_end(), entries, None, "zst");
+    p
+}
+
 pub fn pkg_with_script(
     name: &str,
     version: &str,
