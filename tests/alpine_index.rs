@@ -189,7 +189,8 @@ fn dry_run_of_the_default_kata_list_with_extra_packages() {
             "so:libz.so.1,cmd:ip",
             "--dry-run",
         ])
-        .args(["--mirror", &mirror])
+        .args(["--mirror", &mirror, "-o"])
+        .arg(d.path().join("rootfs"))
         .env("OSBUILDER_CACHE_DIR", d.path().join("cache"))
         .output()
         .unwrap();

@@ -39,7 +39,7 @@ enum Command {
     Matrix(matrix::Args),
     /// Pack a rootfs into a compressed newc cpio initrd
     Initrd(initrd::Args),
-    /// Build a rootfs from a distro's packages (native installer, no root needed)
+    /// Build a distro rootfs natively (verified packages, no root, any arch)
     Rootfs(rootfs::Args),
 }
 

@@ -3,114 +3,91 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::arch::Arch;
-use crate::distro::{DistroSet, InitMode, PackageFormat};
-use crate::matrix::{Matrix, Request};
+use crate::distro::InitMode;
+use crate::rootfs::{self, Options};
 
 #[derive(clap::Args, Debug)]
 #[command(
-    after_help = "Examples:\n  osbuilder rootfs --distro alpine --agent-init -o rootfs/ --mirror URL\n  \
-osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version edge --dry-run"
+    after_help = "Builds natively: packages are verified against the distro's signed \
+repository, extracted without running any target code, so every architecture builds on any host \
+without root or qemu. Rootless builds keep ownership and device nodes in OUTPUT.mtree; the \
+installed packages are listed in OUTPUT.packages.json.\n\n\
+Mirror: --mirror, else $OSBUILDER_MIRROR, else (debian on a Debian host) the host's APT \
+sources, else distro.toml. Ubuntu serves amd64 from its primary archive and other arches from \
+its ports archive: pass the matching URL.\n\n\
+Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
+osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
+osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
+osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs"
 )]
 pub struct Args {
-    /// Distro to build (see `osbuilder matrix`)
-    #[arg(long, default_value = "debian")]
+    /// Distro (see `osbuilder matrix`)
+    #[arg(long)]
     distro: String,
-    /// Target architecture (default: the host's)
+    /// Target architecture (x86_64/amd64, aarch64/arm64, ppc64le/ppc64el, s390x); default: host
     #[arg(long)]
     arch: Option<Arch>,
-    /// Init mode: systemd or agent-init (default: the distro's)
-    #[arg(long)]
-    init: Option<InitMode>,
-    /// The agent is PID 1 (same as --init agent-init)
-    #[arg(long, conflicts_with = "init")]
-    agent_init: bool,
-    /// Distro release (Alpine: 3.22 or edge)
+    /// Distro release / suite (default: the distro's default, e.g. trixie)
     #[arg(long)]
     os_version: Option<String>,
-    /// Packages added to the distro's list (space or comma separated; repeatable)
+    /// The agent is PID 1 (no systemd)
+    #[arg(long, conflicts_with = "systemd")]
+    agent_init: bool,
+    /// systemd is PID 1 and starts the agent
     #[arg(long)]
+    systemd: bool,
+    /// Packages added to the distro's set (comma-separated; Kata's EXTRA_PKGS)
+    #[arg(long, value_delimiter = ',')]
     extra_pkgs: Vec<String>,
-    /// Replace the distro's package list (space or comma separated; repeatable)
-    #[arg(long)]
-    packages: Vec<String>,
-    /// Repository mirror root (else $OSBUILDER_MIRROR, else distro.toml)
+    /// Packages replacing the distro's set (comma-separated)
+    #[arg(long, value_delimiter = ',')]
+    packages: Option<Vec<String>>,
+    /// Repository URL (Debian: the folder holding dists/ and pool/; Alpine: the folder
+    /// holding v3.22/ and edge/)
     #[arg(long)]
     mirror: Option<String>,
-    /// More trusted apk keys (*.rsa.pub) for Alpine (repeatable)
+    /// Also trust this OpenPGP keyring (.gpg/.pgp/.asc) for the repository signature
+    #[arg(long)]
+    keyring: Vec<PathBuf>,
+    /// Alpine: also trust the RSA keys (*.rsa.pub) in this folder (e.g. the s390x keys)
     #[arg(long)]
     keys_dir: Vec<PathBuf>,
-    /// Download cache folder (else $OSBUILDER_CACHE_DIR, else ~/.cache/osbuilder)
+    /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
     #[arg(long)]
     cache_dir: Option<PathBuf>,
-    /// Resolve and print `name version arch size` per package; write nothing
+    /// Resolve and print the install plan (name version arch size), download nothing
     #[arg(long)]
     dry_run: bool,
-    /// Output rootfs folder
+    /// Run maintainer scripts in a chroot (root; same arch, or qemu-user via binfmt)
+    #[arg(long)]
+    run_scripts: bool,
+    /// Output rootfs directory (created atomically)
     #[arg(short, long)]
-    output: Option<PathBuf>,
-}
-
-fn split_list(v: &[String]) -> Vec<String> {
-    v.iter()
-        .flat_map(|s| s.split([',', ' ']))
-        .filter(|s| !s.is_empty())
-        .map(str::to_string)
-        .collect()
+    output: PathBuf,
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let set = DistroSet::load()?;
-    let arch = super::arch_or_host(a.arch)?;
     let init = if a.agent_init {
         Some(InitMode::AgentInit)
+    } else if a.systemd {
+        Some(InitMode::Systemd)
     } else {
-        a.init
+        None
     };
-    let target = Matrix::new(&set).check(&Request {
-        distro: &a.distro,
-        arch,
+    rootfs::build(&Options {
+        distro: a.distro,
+        arch: a.arch,
+        os_version: a.os_version,
         init,
-    })?;
-    let d = target.distro;
-    let mut packages = if a.packages.is_empty() {
-        d.package_set(arch, target.init)
-    } else {
-        split_list(&a.packages)
-    };
-    packages.extend(split_list(&a.extra_pkgs));
-    let mirror = crate::mirror::resolve(
-        a.mirror.as_deref(),
-        d,
-        arch,
-        std::path::Path::new("/etc/apt"),
-        crate::mirror::host_is_debian(),
-    );
-    match d.package_format {
-        PackageFormat::Apk => {
-            let Ok(mirror) = mirror else {
-                return Err(super::UsageError(format!(
-                    "no mirror for {}: pass --mirror URL (laid out as URL/v<version>/main/<arch>/APKINDEX.tar.gz), \
-                     set $OSBUILDER_MIRROR, or set mirror.default in distros/{}/distro.toml",
-                    d.name, d.name
-                ))
-                .into());
-            };
-            eprintln!("mirror: {mirror}");
-            let opts = crate::pkg::apk::install::Options {
-                arch,
-                version: a
-                    .os_version
-                    .clone()
-                    .unwrap_or_else(|| d.default_version.clone()),
-                mirror: mirror.url,
-                packages,
-                keys_dirs: a.keys_dir.clone(),
-                cache_dir: a.cache_dir.clone(),
-                source_date_epoch: crate::tree::source_date_epoch()?,
-                init: target.init.to_string(),
-            };
-            crate::pkg::apk::install::run(d, &opts, a.output.as_deref(), a.dry_run)
-        }
-        other => anyhow::bail!("the native {other:?} backend is not on this branch"),
-    }
+        extra_pkgs: a.extra_pkgs,
+        packages: a.packages,
+        mirror: a.mirror,
+        keyrings: a.keyring,
+        keys_dirs: a.keys_dir,
+        cache_dir: a.cache_dir,
+        dry_run: a.dry_run,
+        run_scripts: a.run_scripts,
+        output: a.output,
+        host_apt_dir: None,
+    })
 }

@@ -82,6 +82,9 @@ pub struct Extractor {
     /// Directory mode and mtime, applied at the end (children change a dir's mtime, and an
     /// unwritable mode would stop later entries).
     dirs: BTreeMap<Vec<u8>, (u32, i64)>,
+    /// Mtime of directories the extractor creates on its own (missing parents) and of
+    /// the root; see [`Extractor::set_default_mtime`].
+    default_mtime: i64,
 }
 
 const MAX_SYMLINKS: usize = 40;
@@ -217,11 +220,18 @@ impl Extractor {
             rewrite: opts.rewrite,
             mtree: Mtree::new(),
             dirs: BTreeMap::new(),
+            default_mtime: 0,
         })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Timestamp for implicitly created parent directories and the root itself
+    /// (SOURCE_DATE_EPOCH or the repository's date), so rebuilds are identical.
+    pub fn set_default_mtime(&mut self, mtime: i64) {
+        self.default_mtime = mtime;
     }
 
     pub fn privileged(&self) -> bool {
@@ -331,7 +341,7 @@ impl Extractor {
         if r != 0 {
             return Err(errno()).with_context(|| format!("creating directory {}", show(rel)));
         }
-        let a = a.unwrap_or(Attrs::root(0o755, 0));
+        let a = a.unwrap_or(Attrs::root(0o755, self.default_mtime));
         self.apply_owner(dir, name, rel, MType::Dir, a, None)?;
         self.dirs.insert(rel.to_vec(), (a.mode, a.mtime));
         Ok(())
@@ -773,6 +783,8 @@ impl Extractor {
             }
             set_mtime(fd.as_raw_fd(), &c, *mtime);
         }
+        let dot = cstr(b".")?;
+        set_mtime(self.root_fd.as_raw_fd(), &dot, self.default_mtime);
         Ok(self.mtree)
     }
 }
@@ -921,7 +933,7 @@ mod tests {
                     b,
                     tar::EntryType::Link,
                     "./hl",
-                    Some(&format!("../outside/secret")),
+                    Some("../outside/secret"),
                     b"",
                 )
             }),

@@ -309,7 +309,9 @@ mod tests {
             digest: Digest::Sha256(sha256_hex(b"other")),
             ..good.clone()
         };
-        let paths = f.fetch_packages(&cache, &[good.clone()]).unwrap();
+        let paths = f
+            .fetch_packages(&cache, std::slice::from_ref(&good))
+            .unwrap();
         assert_eq!(std::fs::read(&paths[0]).unwrap(), b"payload");
         let err = format!("{:#}", f.fetch_packages(&cache, &[bad]).unwrap_err());
         assert!(err.contains("mismatch"), "{err}");

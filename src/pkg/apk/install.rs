@@ -1,16 +1,15 @@
-//! The native Alpine rootfs backend: signed indexes → resolution → verified packages →
-//! a rootfs with apk's own database, without running anything from the target.
+//! Installing Alpine packages into a root: signed indexes → resolution (the plan) →
+//! verified packages extracted → apk's own database, without running anything from the
+//! target. `rootfs::apk` drives it (downloads, staging folder, metadata, record).
 //!
-//! Steps: fetch `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each component and
-//! verify it; resolve the world; fetch the packages in parallel into the shared cache
-//! (addressed by the index's control checksum); verify each package (signature, control
-//! checksum, datahash) and extract its data segment into a temporary folder beside the
-//! output; make what install scripts would have made (busybox applet links, /etc/shadow's
-//! group); write /lib/apk/db, /etc/apk; then move the folder to its final name and write
-//! the metadata (`ROOTFS.mtree`) and the package record (`ROOTFS.packages.json`) beside it.
+//! [`plan`] fetches `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each component,
+//! verifies it and resolves the world. [`populate`] verifies each downloaded package
+//! (signature, control checksum, datahash), extracts its data segment, makes what install
+//! scripts would have made (busybox applet links, /etc/shadow's group, console and null
+//! devices) and writes /lib/apk/db and /etc/apk.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
@@ -24,12 +23,9 @@ use super::sign::{Keyring, gzip_members};
 use super::version::Dep;
 use crate::arch::Arch;
 use crate::distro::Distro;
-use crate::pkg::cache::Cache;
-use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
+use crate::pkg::Digest;
+use crate::pkg::extract::{Attrs, Extractor};
 use crate::pkg::fetch::{Fetcher, join_url, required};
-use crate::pkg::record::{self, InstalledPackage, PackageRecord};
-use crate::pkg::{Digest, PackageRef, sha256_file};
-use crate::tree::mtree::Mtree;
 
 /// What to build.
 #[derive(Clone, Debug)]
@@ -43,11 +39,6 @@ pub struct Options {
     pub packages: Vec<String>,
     /// Extra folders of trusted `.rsa.pub` keys (`--keys-dir`).
     pub keys_dirs: Vec<PathBuf>,
-    pub cache_dir: Option<PathBuf>,
-    /// Timestamp for files osbuilder writes itself (SOURCE_DATE_EPOCH).
-    pub source_date_epoch: Option<i64>,
-    /// Init mode name recorded in the package record.
-    pub init: String,
 }
 
 /// `v3.22` or `edge`: the release folder under the mirror.
@@ -196,7 +187,7 @@ pub fn plan(distro: &Distro, opts: &Options, keys: &Keyring, fetcher: &Fetcher) 
 
 /// The digest the cache files a package under: the index's `C:` (SHA-1 of the control
 /// member), checked over the whole downloaded file by splitting its gzip members.
-fn control_digest(p: &Package) -> Result<Digest> {
+pub fn control_digest(p: &Package) -> Result<Digest> {
     let b64 = p
         .checksum
         .strip_prefix("Q1")
@@ -219,146 +210,38 @@ fn control_digest(p: &Package) -> Result<Digest> {
     })
 }
 
-/// What a build did.
-pub struct Report {
-    pub packages: usize,
-    pub mtree: PathBuf,
-    pub record: PathBuf,
+/// What [`populate`] made besides the packages' own files.
+pub struct Populated {
     pub busybox_links: usize,
+    /// Where the applet list came from.
     pub busybox_source: &'static str,
 }
 
-/// Build the rootfs at `output` (which must not exist, or be an empty folder).
-pub fn build(distro: &Distro, opts: &Options, plan: &Plan, output: &Path) -> Result<Report> {
-    let keys = keyring(distro, &opts.keys_dirs)?;
-    check_output(output)?;
-    let cache = Cache::open(opts.cache_dir.as_deref())?;
-    let fetcher = Fetcher::new();
-    let refs: Vec<PackageRef> = plan
-        .packages
-        .iter()
-        .map(|p| {
-            Ok(PackageRef {
-                name: p.pkg.name.clone(),
-                version: p.pkg.version.clone(),
-                arch: p.pkg.arch.clone(),
-                size: p.pkg.size,
-                url: plan.url_of(p, opts.arch),
-                digest: control_digest(&p.pkg)?,
-            })
-        })
-        .collect::<Result<_>>()?;
-    let files = fetcher.fetch_packages(&cache, &refs)?;
-
-    let tmp = temp_dir_beside(output)?;
-    crate::output::track(&tmp);
-    let result = populate(distro, opts, plan, &keys, &files, &tmp);
-    let (mtree, stats) = match result {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            crate::output::untrack(&tmp);
-            return Err(e);
-        }
-    };
-    // Metadata first, then the rename: a rootfs never appears without its metadata.
-    let mtree_path = Mtree::default_path_for(output);
-    mtree.save(&mtree_path)?;
-    if output.exists() {
-        std::fs::remove_dir(output)
-            .with_context(|| format!("replacing the empty folder {}", output.display()))?;
-    }
-    std::fs::rename(&tmp, output)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), output.display()))?;
-    crate::output::untrack(&tmp);
-
-    let mut installed = Vec::new();
-    for (p, f) in plan.packages.iter().zip(&files) {
-        installed.push(InstalledPackage {
-            name: p.pkg.name.clone(),
-            version: p.pkg.version.clone(),
-            arch: p.pkg.arch.clone(),
-            sha256: sha256_file(f)?,
-            size: p.pkg.size,
-            url: plan.url_of(p, opts.arch),
-        });
-    }
-    let record_path = record::record_path_for(output);
-    record::write_record(
-        &record_path,
-        &PackageRecord {
-            schema: 1,
-            distro: distro.name.clone(),
-            version: opts.version.trim_start_matches('v').to_string(),
-            arch: opts.arch.alpine().to_string(),
-            init: opts.init.clone(),
-            mirrors: plan.repos.iter().map(|r| r.base.clone()).collect(),
-            packages: installed,
-        },
-    )?;
-    Ok(Report {
-        packages: plan.packages.len(),
-        mtree: mtree_path,
-        record: record_path,
-        busybox_links: stats.0,
-        busybox_source: stats.1,
+/// The timestamp for what osbuilder writes itself: SOURCE_DATE_EPOCH, else the newest
+/// package build time (so a rebuild of the same plan is byte-identical).
+pub fn default_mtime(plan: &Plan, source_date_epoch: Option<i64>) -> i64 {
+    source_date_epoch.unwrap_or_else(|| {
+        plan.packages
+            .iter()
+            .filter_map(|p| p.pkg.build_time)
+            .max()
+            .unwrap_or(0) as i64
     })
 }
 
-fn check_output(output: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(output) {
-        Err(_) => Ok(()),
-        Ok(m) if m.is_dir() => {
-            if std::fs::read_dir(output)?.next().is_some() {
-                bail!(
-                    "output {} exists and is not empty; remove it or choose another -o",
-                    output.display()
-                );
-            }
-            Ok(())
-        }
-        Ok(_) => bail!("output {} exists and is not a folder", output.display()),
-    }
-}
-
-fn temp_dir_beside(output: &Path) -> Result<PathBuf> {
-    let abs = std::path::absolute(output)?;
-    let parent = abs.parent().context("output has no parent folder")?;
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = abs
-        .file_name()
-        .context("output has no name")?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(".{name}.partial-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
-    }
-    std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    Ok(tmp)
-}
-
-fn mtime(opts: &Options) -> i64 {
-    opts.source_date_epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0)
-    })
-}
-
-/// Extract every package into `root`, then write what apk and the install scripts would.
-/// Returns the rootfs metadata and (busybox links made, where their list came from).
-fn populate(
+/// Verify and extract every package (`files`: the downloaded .apk files, in plan order)
+/// through `x`, then write what apk and the install scripts would have: apk's database
+/// and configuration, busybox's applet links, /etc/shadow's group, /dev/console and
+/// /dev/null. `t` stamps the files osbuilder writes.
+pub fn populate(
+    x: &mut Extractor,
     distro: &Distro,
     opts: &Options,
     plan: &Plan,
     keys: &Keyring,
     files: &[PathBuf],
-    root: &Path,
-) -> Result<(Mtree, (usize, &'static str))> {
-    let t = mtime(opts);
-    let mut x = Extractor::new(root, ExtractOptions::default())?;
+    t: i64,
+) -> Result<Populated> {
     let mut db_text = String::new();
     let mut scripts: Vec<(Package, Scripts)> = Vec::new();
     // Every path a package put in the root, as named and as resolved in-root.
@@ -381,12 +264,14 @@ fn populate(
         scripts.push((info, v.scripts));
     }
 
-    let links = busybox_links(&mut x, &present, t)?;
-    shadow_group(&mut x, t)?;
-    device_nodes(&mut x, &present, t)?;
-    write_apk_state(&mut x, distro, opts, plan, &db_text, &scripts, t)?;
-    let mtree = x.finish()?;
-    Ok((mtree, links))
+    let (busybox_links, busybox_source) = busybox_links(x, &present, t)?;
+    shadow_group(x, t)?;
+    device_nodes(x, &present, t)?;
+    write_apk_state(x, distro, opts, plan, &db_text, &scripts, t)?;
+    Ok(Populated {
+        busybox_links,
+        busybox_source,
+    })
 }
 
 /// The applet links of busybox's `--install -s`, from data only (see busybox.rs).
@@ -538,39 +423,6 @@ fn write_apk_state(
     file(x, b"lib/apk/db/scripts.tar", &tar)?;
     file(x, b"lib/apk/db/triggers", b"")?;
     file(x, b"lib/apk/db/lock", b"")?;
-    Ok(())
-}
-
-/// The `osbuilder rootfs` entry point for Alpine: print the plan (`dry_run`) or build.
-pub fn run(distro: &Distro, opts: &Options, output: Option<&Path>, dry_run: bool) -> Result<()> {
-    let keys = keyring(distro, &opts.keys_dirs)?;
-    if !dry_run {
-        let out = output.context("give the rootfs folder with -o")?;
-        check_output(out)?;
-    }
-    let start = std::time::Instant::now();
-    let plan = plan(distro, opts, &keys, &Fetcher::new())?;
-    for r in &plan.repos {
-        eprintln!("index {} (signed by {})", r.base, r.signed_by);
-    }
-    if dry_run {
-        print!("{}", plan.lines());
-        return Ok(());
-    }
-    let out = output.context("give the rootfs folder with -o")?;
-    let r = build(distro, opts, &plan, out)?;
-    eprintln!(
-        "busybox: {} applet links from {}",
-        r.busybox_links, r.busybox_source
-    );
-    eprintln!(
-        "wrote {}: {} packages in {:.1} s\nmetadata: {}\npackages: {}",
-        out.display(),
-        r.packages,
-        start.elapsed().as_secs_f64(),
-        r.mtree.display(),
-        r.record.display()
-    );
     Ok(())
 }
 

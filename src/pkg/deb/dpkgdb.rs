@@ -1,0 +1,150 @@
+//! The dpkg database of the new rootfs (var/lib/dpkg), so dpkg and apt inside the guest
+//! (and `dpkg --admindir=ROOTFS/var/lib/dpkg` on the host) know what is installed:
+//! `status` with each package's control stanza and Status line (plus Conffiles with their
+//! md5sums), `info/<pkg>.list` file lists, the control members (md5sums, conffiles,
+//! maintainer scripts, triggers, shlibs, symbols…), and empty `available`,
+//! `diversions`, `statoverride`, plus `arch`.
+
+use anyhow::Result;
+use md5::Digest as _;
+
+use super::control::parse_stanzas;
+use super::debfile::ControlInfo;
+use crate::pkg::extract::{Attrs, Extractor, Installed};
+
+/// One package as it was placed in the rootfs.
+pub struct InstalledDeb {
+    pub control: ControlInfo,
+    pub files: Vec<Installed>,
+}
+
+impl InstalledDeb {
+    fn field(&self, k: &str) -> String {
+        parse_stanzas(&self.control.control)
+            .first()
+            .and_then(|s| s.get(k))
+            .unwrap_or("")
+            .trim()
+            .to_string()
+    }
+
+    pub fn name(&self) -> String {
+        self.field("Package")
+    }
+
+    /// The name dpkg uses for info files: `pkg:arch` for Multi-Arch: same packages.
+    pub fn info_name(&self) -> String {
+        if self.field("Multi-Arch") == "same" {
+            format!("{}:{}", self.name(), self.field("Architecture"))
+        } else {
+            self.name()
+        }
+    }
+}
+
+/// Write var/lib/dpkg. `status_word` is "installed" (configured declaratively) or
+/// "unpacked" (maintainer scripts will run with `dpkg --configure -a`).
+pub fn write_database(
+    ex: &mut Extractor,
+    debs: &[InstalledDeb],
+    native_arch: &str,
+    status_word: &str,
+    mtime: i64,
+) -> Result<()> {
+    let dir = Attrs::root(0o755, mtime);
+    let file = Attrs::root(0o644, mtime);
+    for d in [
+        "var/lib/dpkg",
+        "var/lib/dpkg/info",
+        "var/lib/dpkg/updates",
+        "var/lib/dpkg/triggers",
+        "var/lib/dpkg/alternatives",
+        "var/lib/dpkg/parts",
+    ] {
+        ex.create_dir(d.as_bytes(), dir)?;
+    }
+    let mut sorted: Vec<&InstalledDeb> = debs.iter().collect();
+    sorted.sort_by_key(|d| d.info_name());
+    let mut status = String::new();
+    for d in &sorted {
+        status.push_str(&status_stanza(ex, d, status_word)?);
+        status.push('\n');
+        let info = d.info_name();
+        let mut list = String::from("/.\n");
+        let mut seen = std::collections::HashSet::new();
+        for f in &d.files {
+            let p = String::from_utf8_lossy(&f.path).into_owned();
+            if p != "/" && seen.insert(p.clone()) {
+                list.push_str(&p);
+                list.push('\n');
+            }
+        }
+        ex.write_file(
+            format!("var/lib/dpkg/info/{info}.list").as_bytes(),
+            &mut list.as_bytes(),
+            file,
+        )?;
+        for (member, data) in &d.control.members {
+            let mode = if matches!(
+                member.as_str(),
+                "preinst" | "postinst" | "prerm" | "postrm" | "config"
+            ) {
+                0o755
+            } else {
+                0o644
+            };
+            ex.write_file(
+                format!("var/lib/dpkg/info/{info}.{member}").as_bytes(),
+                &mut data.as_slice(),
+                Attrs::root(mode, mtime),
+            )?;
+        }
+    }
+    ex.write_file(b"var/lib/dpkg/status", &mut status.as_bytes(), file)?;
+    // Info database format 1: Multi-Arch: same packages' files are named pkg:arch.*.
+    ex.write_file(b"var/lib/dpkg/info/format", &mut &b"1\n"[..], file)?;
+    for empty in ["available", "diversions", "statoverride"] {
+        ex.write_file(
+            format!("var/lib/dpkg/{empty}").as_bytes(),
+            &mut &b""[..],
+            file,
+        )?;
+    }
+    ex.write_file(
+        b"var/lib/dpkg/arch",
+        &mut format!("{native_arch}\n").as_bytes(),
+        file,
+    )?;
+    Ok(())
+}
+
+fn status_stanza(ex: &mut Extractor, d: &InstalledDeb, status_word: &str) -> Result<String> {
+    let control = d.control.control.trim_end();
+    let mut out = String::new();
+    for (i, line) in control.lines().enumerate() {
+        out.push_str(line);
+        out.push('\n');
+        if i == 0 {
+            out.push_str(&format!("Status: install ok {status_word}\n"));
+        }
+    }
+    if let Some(cf) = d.control.members.get("conffiles") {
+        let text = String::from_utf8_lossy(cf);
+        let mut lines = Vec::new();
+        for path in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            // "remove-on-upgrade /etc/x" flags precede the path in newer dpkg.
+            let path = path.split_whitespace().last().unwrap_or(path);
+            let sum = match ex.read_file(path.trim_start_matches('/').as_bytes())? {
+                Some(data) => hex::encode(md5::Md5::digest(&data)),
+                None => "newconffile".to_string(),
+            };
+            lines.push(format!(" {path} {sum}"));
+        }
+        if !lines.is_empty() {
+            out.push_str("Conffiles:\n");
+            out.push_str(&lines.join("\n"));
+            out.push('\n');
+        }
+    }
+    Ok(out)
+}

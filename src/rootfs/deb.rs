@@ -1,0 +1,304 @@
+//! The native Debian/Ubuntu backend: verified repository → resolver → parallel cached
+//! downloads → safe extraction with the merged-/usr layout → dpkg database → declarative
+//! configuration (or, with --run-scripts, the maintainer scripts in a chroot).
+//!
+//! No code of the target runs on the host by default, so every architecture builds on
+//! any host, without root and without qemu.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use super::Options;
+use super::output::StagedDir;
+use crate::arch::Arch;
+use crate::distro::InitMode;
+use crate::matrix::Target;
+use crate::pkg::cache::Cache;
+use crate::pkg::deb::configure::configure;
+use crate::pkg::deb::debfile::install_deb;
+use crate::pkg::deb::dpkgdb::{InstalledDeb, write_database};
+use crate::pkg::deb::index::{self, RepoSpec};
+use crate::pkg::deb::release::{Keyring, parse_rfc2822};
+use crate::pkg::deb::resolve::Resolver;
+use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
+use crate::pkg::fetch::Fetcher;
+use crate::pkg::record::{InstalledPackage, PackageRecord, record_path_for, write_record};
+use crate::pkg::sha256_file;
+use crate::tree::mtree::Mtree;
+
+/// Top-level directories that are symlinks into /usr in a merged-/usr system, per arch.
+fn merged_usr_links(arch: Arch) -> Vec<&'static str> {
+    let mut v = vec!["bin", "sbin", "lib"];
+    // The 64-bit dynamic loader lives under /lib64 on these (ld-linux-x86-64.so.2, ld64.so.2).
+    if matches!(arch, Arch::X86_64 | Arch::Ppc64le) {
+        v.push("lib64");
+    }
+    v
+}
+
+/// The packages to install: `--packages` replaces the distro's set for the init mode,
+/// `--extra-pkgs` adds to it.
+pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
+    let mut roots = match &opts.packages {
+        Some(p) => p.clone(),
+        None => {
+            let mut v = target.distro.package_set(target.arch, target.init);
+            if target.init == InitMode::AgentInit {
+                // No Essential set in agent-init mode (see `needs_essential`), but the guest
+                // still needs /etc/os-release and the system users' master files.
+                v.extend(["base-files".to_string(), "base-passwd".to_string()]);
+            }
+            v
+        }
+    };
+    roots.extend(opts.extra_pkgs.iter().cloned());
+    let mut seen = std::collections::HashSet::new();
+    roots.retain(|r| !r.trim().is_empty() && seen.insert(r.clone()));
+    roots
+}
+
+/// A systemd guest is a full Debian system: it needs the Essential/required set (shell,
+/// coreutils, dpkg…) that packages may use without declaring it. An agent-init guest runs
+/// only the agent as PID 1; every binary it starts declares its libraries, and no
+/// maintainer script runs, so the required set would only add size. Running the scripts
+/// (--run-scripts) needs dpkg and a shell, so it brings the set back.
+pub fn needs_essential(target: &Target<'_>, opts: &Options) -> bool {
+    target.init == InitMode::Systemd || opts.run_scripts
+}
+
+pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
+    let start = Instant::now();
+    let distro = target.distro;
+    let arch = target.arch;
+    let suite = opts
+        .os_version
+        .clone()
+        .unwrap_or_else(|| distro.default_version.clone());
+    let apt_dir = opts
+        .host_apt_dir
+        .clone()
+        .unwrap_or_else(|| "/etc/apt".into());
+    let mirror = crate::mirror::resolve(
+        opts.mirror.as_deref(),
+        distro,
+        arch,
+        &apt_dir,
+        crate::mirror::host_is_debian(),
+    )?;
+    if opts.run_scripts {
+        check_can_run_scripts(arch)?;
+    }
+
+    let mut keyring = Keyring::default();
+    for k in &distro.keyrings {
+        keyring.add(distro.file(k).unwrap_or_default(), k)?;
+    }
+    for k in &opts.keyrings {
+        let data = std::fs::read(k).with_context(|| format!("reading keyring {}", k.display()))?;
+        keyring.add(&data, &k.display().to_string())?;
+    }
+    if keyring.is_empty() {
+        bail!(
+            "no archive keyring for {}: add `keyrings` to its distro.toml or pass --keyring",
+            distro.name
+        );
+    }
+
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    let fetcher = Fetcher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    eprintln!(
+        "osbuilder: {} {suite} {} ({}) from {mirror}",
+        distro.name,
+        arch.debian(),
+        target.init
+    );
+    let universe = index::load(
+        &RepoSpec {
+            mirror: &mirror.url,
+            suite: &suite,
+            components: &distro.components,
+            arch: arch.debian(),
+            keyring: &keyring,
+            now,
+        },
+        &fetcher,
+        &cache,
+    )?;
+    let resolver = Resolver::new(&universe, arch.debian());
+    let roots = requested_packages(target, opts);
+    let plan = resolver.resolve(&roots, needs_essential(target, opts))?;
+    let pkgs: Vec<_> = plan
+        .packages
+        .iter()
+        .map(|&i| universe.packages[i].package_ref())
+        .collect();
+
+    if opts.dry_run {
+        let mut out = std::io::stdout().lock();
+        for p in &pkgs {
+            writeln!(out, "{} {} {} {}", p.name, p.version, p.arch, p.size)?;
+        }
+        let total: u64 = pkgs.iter().map(|p| p.size).sum();
+        eprintln!(
+            "osbuilder: {} packages, {:.1} MiB to download (dry run: nothing fetched)",
+            pkgs.len(),
+            total as f64 / 1048576.0
+        );
+        return Ok(());
+    }
+
+    let files = fetcher.fetch_packages(&cache, &pkgs)?;
+    let fetched = start.elapsed();
+
+    let mtime = match crate::tree::source_date_epoch()? {
+        Some(t) => t,
+        None => universe
+            .release
+            .date
+            .as_deref()
+            .and_then(|d| parse_rfc2822(d).ok())
+            .unwrap_or(0),
+    };
+    let staged = StagedDir::create(&opts.output)?;
+    let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
+    ex.set_default_mtime(mtime);
+    let dir = Attrs::root(0o755, mtime);
+    ex.create_dir(b"usr", dir)?;
+    for l in merged_usr_links(arch) {
+        ex.create_dir(format!("usr/{l}").as_bytes(), dir)?;
+        ex.symlink(
+            l.as_bytes(),
+            format!("usr/{l}").as_bytes(),
+            Attrs::root(0o777, mtime),
+        )?;
+    }
+    let mut installed = Vec::with_capacity(pkgs.len());
+    for (p, f) in pkgs.iter().zip(&files) {
+        let origin = format!("{} {}", p.name, p.version);
+        let (control, files) = install_deb(f, &mut ex, &origin)?;
+        installed.push(InstalledDeb { control, files });
+    }
+    // Other multilib loaders' folders, where a package put one under /usr.
+    for l in ["lib32", "libx32", "lib64", "libo32"] {
+        let usr = staged.path().join("usr").join(l);
+        let top = staged.path().join(l);
+        if usr.is_dir() && std::fs::symlink_metadata(&top).is_err() {
+            ex.symlink(
+                l.as_bytes(),
+                format!("usr/{l}").as_bytes(),
+                Attrs::root(0o777, mtime),
+            )?;
+        }
+    }
+    let status = if opts.run_scripts {
+        "unpacked"
+    } else {
+        "installed"
+    };
+    write_database(&mut ex, &installed, arch.debian(), status, mtime)?;
+    configure(&mut ex, &installed, mtime)?;
+    let mtree = ex.finish()?;
+    if opts.run_scripts {
+        run_maintainer_scripts(staged.path())?;
+    }
+
+    let record = PackageRecord {
+        schema: 1,
+        distro: distro.name.clone(),
+        version: suite.clone(),
+        arch: arch.debian().to_string(),
+        init: target.init.to_string(),
+        mirrors: vec![mirror.url.clone()],
+        packages: pkgs
+            .iter()
+            .zip(&files)
+            .map(|(p, f)| {
+                Ok(InstalledPackage {
+                    name: p.name.clone(),
+                    version: p.version.clone(),
+                    arch: p.arch.clone(),
+                    sha256: sha256_file(f)?,
+                    size: p.size,
+                    url: p.url.clone(),
+                })
+            })
+            .collect::<Result<_>>()?,
+    };
+    let dest = staged.dest().to_path_buf();
+    staged.commit()?;
+    save_mtree(&mtree, &dest)?;
+    write_record(&record_path_for(&dest), &record)?;
+    eprintln!(
+        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
+        dest.display(),
+        pkgs.len(),
+        start.elapsed().as_secs_f64(),
+        fetched.as_secs_f64(),
+        if mtree.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; ownership and device metadata in {}",
+                Mtree::default_path_for(&dest).display()
+            )
+        }
+    );
+    Ok(())
+}
+
+fn save_mtree(m: &Mtree, rootfs: &Path) -> Result<()> {
+    let path = Mtree::default_path_for(rootfs);
+    if m.is_empty() {
+        // Root build: everything is on disk; drop a stale file from an earlier rootless run.
+        let _ = std::fs::remove_file(&path);
+        return Ok(());
+    }
+    m.save(&path)
+}
+
+/// --run-scripts needs root (chroot) and a host that executes the target's binaries.
+fn check_can_run_scripts(arch: Arch) -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!(
+            "--run-scripts runs maintainer scripts in a chroot and needs root; drop it for a rootless build"
+        );
+    }
+    if Arch::host() == Some(arch) {
+        return Ok(());
+    }
+    let q = arch.qemu().binary.replace("qemu-system-", "qemu-");
+    let entry = Path::new("/proc/sys/fs/binfmt_misc").join(&q);
+    if !entry.exists() {
+        bail!(
+            "--run-scripts for {} on this {} host needs qemu-user through binfmt_misc ({} is missing): \
+             apt-get install qemu-user-static binfmt-support, or drop --run-scripts",
+            arch.name(),
+            std::env::consts::ARCH,
+            entry.display()
+        );
+    }
+    Ok(())
+}
+
+fn run_maintainer_scripts(root: &Path) -> Result<()> {
+    let st = std::process::Command::new("chroot")
+        .arg(root)
+        .args(["/usr/bin/dpkg", "--configure", "-a"])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env("LC_ALL", "C")
+        .status()
+        .context("running chroot (coreutils)")?;
+    if !st.success() {
+        bail!("dpkg --configure -a in the new rootfs failed ({st})");
+    }
+    Ok(())
+}
