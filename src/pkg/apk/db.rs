@@ -183,12 +183,14 @@ pub fn installed_record(p: &Package, files: &[ManifestEntry]) -> String {
                     cur_dir = Some(dir);
                 }
                 let _ = writeln!(o, "R:{base}");
+                // apk compares every file's owner and mode (symlinks: 0777) with root:root
+                // 0644, so symlinks always get an `a:` line.
                 let mode = if e.kind == EntryKind::Symlink {
                     0o777
                 } else {
                     e.mode
                 };
-                if (e.uid, e.gid) != (0, 0) || (e.kind != EntryKind::Symlink && mode != 0o644) {
+                if (e.uid, e.gid, mode) != (0, 0, 0o644) {
                     let _ = writeln!(o, "a:{}:{}:{:o}", e.uid, e.gid, mode);
                 }
                 if let Some(s) = &e.sha1 {
@@ -271,7 +273,7 @@ mod tests {
             r,
             "C:Q1abc=\nP:x\nV:1-r0\nA:x86_64\nS:10\nI:4096\nF:etc\nR:a\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\
              R:shadow\na:0:0:640\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\nF:root\nM:0:0:700\n\
-             F:usr/bin\nR:b\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n"
+             F:usr/bin\nR:b\na:0:0:777\nZ:Q1BwcHBwcHBwcHBwcHBwcHBwcHBwc=\n\n"
         );
         assert_eq!(
             group_id(b"root:x:0:root\nshadow:x:42:\n", "shadow"),
