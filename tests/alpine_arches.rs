@@ -172,3 +172,59 @@ fn a_missing_release_names_the_layout() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("not a release number"), "{err}");
 }
+
+/// Two packages shipping one file: refused unless the later one declares `replaces`; then
+/// apk's database lists the file under the new owner only.
+#[test]
+fn file_conflicts_need_replaces() {
+    let d = tempfile::tempdir().unwrap();
+    let www = d.path().join("www");
+    let mut a = Pkg::new("one", "1.0-r0", "x86_64");
+    a.files = vec![
+        Entry::dir("etc"),
+        Entry::file("etc/shared.conf", b"one\n", 0o644),
+    ];
+    let mut b = Pkg::new("two", "1.0-r0", "x86_64");
+    b.depends = vec!["one".into()];
+    b.files = vec![
+        Entry::dir("etc"),
+        Entry::file("etc/shared.conf", b"two\n", 0o644),
+    ];
+    let mut c = b.clone();
+    c.name = "three".into();
+    c.replaces = vec!["one".into()];
+    apkrepo::write_repo(&www, "v3.22", "x86_64", &[a, b, c], apkrepo::test_key());
+    let keys = apkrepo::write_keys_dir(d.path());
+    let mirror = apkrepo::serve(&www);
+    let cache = d.path().join("cache");
+    let o = rootfs(
+        &mirror,
+        &keys,
+        "x86_64",
+        "3.22",
+        "two",
+        &d.path().join("r2"),
+        &cache,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("would overwrite /etc/shared.conf, which belongs to one"),
+        "{err}"
+    );
+    let out = d.path().join("r3");
+    let o = rootfs(&mirror, &keys, "x86_64", "3.22", "three", &out, &cache);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(out.join("etc/shared.conf")).unwrap(),
+        "two\n"
+    );
+    let db = std::fs::read_to_string(out.join("lib/apk/db/installed")).unwrap();
+    let one = db.split("\n\n").find(|r| r.contains("P:one\n")).unwrap();
+    let three = db.split("\n\n").find(|r| r.contains("P:three\n")).unwrap();
+    assert!(!one.contains("R:shared.conf"), "{one}");
+    assert!(
+        three.contains("R:shared.conf") && three.contains("r:one"),
+        "{three}"
+    );
+}

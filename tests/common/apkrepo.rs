@@ -224,6 +224,7 @@ pub struct Pkg {
     pub provides: Vec<String>,
     pub install_if: Vec<String>,
     pub provider_priority: Option<u32>,
+    pub replaces: Vec<String>,
     pub files: Vec<Entry>,
     pub scripts: Vec<(String, Vec<u8>)>,
     /// Replace the data member after computing datahash (to test tampering).
@@ -295,6 +296,9 @@ pub fn build_package(p: &Pkg, key: &RsaPrivateKey) -> Built {
     if let Some(k) = p.provider_priority {
         info.push_str(&format!("provider_priority = {k}\n"));
     }
+    for r in &p.replaces {
+        info.push_str(&format!("replaces = {r}\n"));
+    }
     info.push_str(&format!("datahash = {datahash}\n"));
     let mut control = vec![Entry::file(".PKGINFO", info.as_bytes(), 0o644)];
     control[0].pax = false;
@@ -339,6 +343,9 @@ pub fn build_package(p: &Pkg, key: &RsaPrivateKey) -> Built {
     }
     if let Some(k) = p.provider_priority {
         rec.push_str(&format!("k:{k}\n"));
+    }
+    if !p.replaces.is_empty() {
+        rec.push_str(&format!("r:{}\n", p.replaces.join(" ")));
     }
     Built {
         bytes,

@@ -8,14 +8,14 @@
 //! scripts would have made (busybox applet links, /etc/shadow's group, console and null
 //! devices) and writes /lib/apk/db and /etc/apk.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use base64::Engine;
 
 use super::busybox;
-use super::db::{self, ManifestEntry};
+use super::db::{self, EntryKind, ManifestEntry};
 use super::index::{self, Package};
 use super::package::{self, Scripts, hex};
 use super::resolve::Resolver;
@@ -242,15 +242,34 @@ pub fn populate(
     files: &[PathBuf],
     t: i64,
 ) -> Result<Populated> {
-    let mut db_text = String::new();
+    let mut installed: Vec<(Package, Vec<ManifestEntry>)> = Vec::new();
     let mut scripts: Vec<(Package, Scripts)> = Vec::new();
     // Every path a package put in the root, as named and as resolved in-root.
     let mut present: BTreeSet<Vec<u8>> = BTreeSet::new();
+    // Which package owns each non-directory path (index into `installed`).
+    let mut owner: BTreeMap<String, usize> = BTreeMap::new();
     for (p, f) in plan.packages.iter().zip(files) {
         let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
         let v = package::verify(&bytes, keys, &p.pkg)?;
         let what = p.pkg.file_name();
         let manifest: Vec<ManifestEntry> = db::manifest(v.data, &what)?;
+        // apk refuses to overwrite another package's file unless the new one `replaces`
+        // it; the file then belongs to the new package alone.
+        let me = installed.len();
+        for e in manifest.iter().filter(|e| e.kind != EntryKind::Dir) {
+            if let Some(&prev) = owner.get(&e.path) {
+                let prev_name = installed[prev].0.name.clone();
+                if !replaces(&p.pkg, &prev_name) {
+                    bail!(
+                        "{what} would overwrite /{}, which belongs to {prev_name}, and does not \
+                         declare that it replaces it; the repository is inconsistent",
+                        e.path
+                    );
+                }
+                installed[prev].1.retain(|x| x.path != e.path);
+            }
+            owner.insert(e.path.clone(), me);
+        }
         let gz = flate2::read::MultiGzDecoder::new(v.data);
         let placed = x.unpack(gz, &what)?;
         for i in placed {
@@ -260,9 +279,13 @@ pub fn populate(
         // The index entry carries everything the db needs; the verified .PKGINFO agrees.
         let mut info = p.pkg.clone();
         info.size = bytes.len() as u64;
-        db_text.push_str(&db::installed_record(&info, &manifest));
+        installed.push((info.clone(), manifest));
         scripts.push((info, v.scripts));
     }
+    let db_text: String = installed
+        .iter()
+        .map(|(p, m)| db::installed_record(p, m))
+        .collect();
 
     let (busybox_links, busybox_source) = busybox_links(x, &present, t)?;
     shadow_group(x, t)?;
@@ -272,6 +295,13 @@ pub fn populate(
         busybox_links,
         busybox_source,
     })
+}
+
+/// Whether `p` declares `r:` (replaces) for package `name`.
+fn replaces(p: &Package, name: &str) -> bool {
+    p.replaces
+        .iter()
+        .any(|r| Dep::parse(r).map(|d| d.name == name).unwrap_or(r == name))
 }
 
 /// The applet links of busybox's `--install -s`, from data only (see busybox.rs).
