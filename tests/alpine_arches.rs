@@ -228,3 +228,49 @@ fn file_conflicts_need_replaces() {
         "{three}"
     );
 }
+
+/// alpine-keys ships /etc/apk/keys entries itself (as symlinks into /usr/share): the build
+/// adds its trusted keys beside them but never replaces a package's file.
+#[test]
+fn keys_shipped_by_a_package_are_kept() {
+    let d = tempfile::tempdir().unwrap();
+    let www = d.path().join("www");
+    let mut k = Pkg::new("alpine-keys", "2.4-r1", "noarch");
+    let target = format!("/usr/share/apk/keys/{}", apkrepo::KEY_NAME);
+    k.files = vec![
+        Entry::dir("etc"),
+        Entry::dir("etc/apk"),
+        Entry::dir("etc/apk/keys"),
+        Entry::symlink(&format!("etc/apk/keys/{}", apkrepo::KEY_NAME), &target),
+        Entry::dir("usr"),
+        Entry::dir("usr/share"),
+        Entry::dir("usr/share/apk"),
+        Entry::dir("usr/share/apk/keys"),
+        Entry::file(
+            &target[1..],
+            apkrepo::public_pem(apkrepo::test_key()).as_bytes(),
+            0o644,
+        ),
+    ];
+    apkrepo::write_repo(&www, "v3.22", "x86_64", &[k], apkrepo::test_key());
+    let keys = apkrepo::write_keys_dir(d.path());
+    let mirror = apkrepo::serve(&www);
+    let out = d.path().join("r");
+    let o = rootfs(
+        &mirror,
+        &keys,
+        "x86_64",
+        "3.22",
+        "alpine-keys",
+        &out,
+        &d.path().join("c"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let link = out.join("etc/apk/keys").join(apkrepo::KEY_NAME);
+    assert_eq!(std::fs::read_link(&link).unwrap().to_str().unwrap(), target);
+    // Alpine's own keys (distros/alpine/keys) are added beside it.
+    assert!(
+        out.join("etc/apk/keys/alpine-devel@lists.alpinelinux.org-6165ee59.rsa.pub")
+            .is_file()
+    );
+}

@@ -290,7 +290,7 @@ pub fn populate(
     let (busybox_links, busybox_source) = busybox_links(x, &present, t)?;
     shadow_group(x, t)?;
     device_nodes(x, &present, t)?;
-    write_apk_state(x, distro, opts, plan, &db_text, &scripts, t)?;
+    write_apk_state(x, distro, opts, plan, &present, &db_text, &scripts, t)?;
     Ok(Populated {
         busybox_links,
         busybox_source,
@@ -396,6 +396,7 @@ fn write_apk_state(
     distro: &Distro,
     opts: &Options,
     plan: &Plan,
+    present: &BTreeSet<Vec<u8>>,
     db_text: &str,
     scripts: &[(Package, Scripts)],
     t: i64,
@@ -427,10 +428,18 @@ fn write_apk_state(
         b"etc/apk/arch",
         format!("{}\n", opts.arch.alpine()).as_bytes(),
     )?;
-    // The keys this build trusted, so `apk` in the guest trusts the same ones.
+    // The keys this build trusted, so `apk` in the guest trusts the same ones; a key
+    // that a package (alpine-keys) already put there is its own and stays as it is.
+    let key = |x: &mut Extractor, name: &str, pem: &[u8]| -> Result<()> {
+        let path = format!("etc/apk/keys/{name}");
+        if !present.contains(path.as_bytes()) {
+            file(x, path.as_bytes(), pem)?;
+        }
+        Ok(())
+    };
     if let Some(kd) = &distro.keys_dir {
         for (name, pem) in distro.files_under(kd) {
-            file(x, format!("etc/apk/keys/{name}").as_bytes(), pem)?;
+            key(x, name, pem)?;
         }
     }
     for d in &opts.keys_dirs {
@@ -441,11 +450,7 @@ fn write_apk_state(
         names.sort();
         for p in names {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            file(
-                x,
-                format!("etc/apk/keys/{name}").as_bytes(),
-                &std::fs::read(&p)?,
-            )?;
+            key(x, &name, &std::fs::read(&p)?)?;
         }
     }
     file(x, b"lib/apk/db/installed", db_text.as_bytes())?;
