@@ -181,7 +181,11 @@ fn a_hostile_package_fails_the_rootfs_build_and_leaves_no_output() {
     let outside = d.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let www = d.path().join("www");
-    let pkgs = hostile_packages(&outside);
+    let mut pkgs = hostile_packages(&outside);
+    // And one whose data segment was swapped after signing (datahash mismatch).
+    let mut tampered = hostile("tampered", vec![Entry::dir("etc")]);
+    tampered.tamper_data = true;
+    pkgs.push(tampered);
     apkrepo::write_repo(&www, "v3.22", "x86_64", &pkgs, apkrepo::test_key());
     let keys = apkrepo::write_keys_dir(d.path());
     let mirror = apkrepo::serve(&www);
@@ -219,6 +223,9 @@ fn a_hostile_package_fails_the_rootfs_build_and_leaves_no_output() {
                 "{}: wrote {t} outside the root",
                 p.name
             );
+        }
+        if p.name == "tampered" {
+            assert!(err.contains("does not match its datahash"), "{err}");
         }
         if !p.name.starts_with("symlink") {
             assert!(!o.status.success(), "{} built:\n{err}", p.name);

@@ -248,11 +248,18 @@ pub fn populate(
     let mut present: BTreeSet<Vec<u8>> = BTreeSet::new();
     // Which package owns each non-directory path (index into `installed`).
     let mut owner: BTreeMap<String, usize> = BTreeMap::new();
-    for (p, f) in plan.packages.iter().zip(files) {
-        let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-        let v = package::verify(&bytes, keys, &p.pkg)?;
+    // Verification and manifests (RSA, hashes, decompression) run on all cores; the
+    // extraction that follows is sequential, in dependency order.
+    let checked = check_all(plan, keys, files)?;
+    for (p, c) in plan.packages.iter().zip(checked) {
+        let Checked {
+            bytes,
+            data_offset,
+            scripts: pkg_scripts,
+            manifest,
+        } = c;
+        let data = &bytes[data_offset..];
         let what = p.pkg.file_name();
-        let manifest: Vec<ManifestEntry> = db::manifest(v.data, &what)?;
         // apk refuses to overwrite another package's file unless the new one `replaces`
         // it; the file then belongs to the new package alone.
         let me = installed.len();
@@ -270,7 +277,7 @@ pub fn populate(
             }
             owner.insert(e.path.clone(), me);
         }
-        let gz = flate2::read::MultiGzDecoder::new(v.data);
+        let gz = flate2::read::MultiGzDecoder::new(data);
         let placed = x.unpack(gz, &what)?;
         for i in placed {
             present.insert(i.path.strip_prefix(b"/").unwrap_or(&i.path).to_vec());
@@ -280,7 +287,7 @@ pub fn populate(
         let mut info = p.pkg.clone();
         info.size = bytes.len() as u64;
         installed.push((info.clone(), manifest));
-        scripts.push((info, v.scripts));
+        scripts.push((info, pkg_scripts));
     }
     let db_text: String = installed
         .iter()
@@ -295,6 +302,60 @@ pub fn populate(
         busybox_links,
         busybox_source,
     })
+}
+
+/// A downloaded package that passed verification, with its data-segment manifest.
+struct Checked {
+    bytes: Vec<u8>,
+    data_offset: usize,
+    scripts: Scripts,
+    manifest: Vec<ManifestEntry>,
+}
+
+fn check_one(p: &Planned, keys: &Keyring, f: &std::path::Path) -> Result<Checked> {
+    let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+    let v = package::verify(&bytes, keys, &p.pkg)?;
+    let manifest = db::manifest(v.data, &p.pkg.file_name())?;
+    let data_offset = v.data.as_ptr() as usize - bytes.as_ptr() as usize;
+    let scripts = v.scripts;
+    Ok(Checked {
+        bytes,
+        data_offset,
+        scripts,
+        manifest,
+    })
+}
+
+/// [`check_one`] for every package, on as many threads as there are cores; results in
+/// plan order, the first failure (in plan order) reported.
+fn check_all(plan: &Plan, keys: &Keyring, files: &[PathBuf]) -> Result<Vec<Checked>> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = plan.packages.len().min(files.len());
+    let next = AtomicUsize::new(0);
+    let slots: Vec<Mutex<Option<Result<Checked>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+        .clamp(1, n.max(1));
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        break;
+                    }
+                    let r = check_one(&plan.packages[i], keys, &files[i]);
+                    *slots[i].lock().unwrap() = Some(r);
+                }
+            });
+        }
+    });
+    slots
+        .into_iter()
+        .map(|m| m.into_inner().unwrap().expect("every package was checked"))
+        .collect()
 }
 
 /// Whether `p` declares `r:` (replaces) for package `name`.
