@@ -6,7 +6,7 @@
 //! any host, without root and without qemu.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -18,7 +18,7 @@ use crate::distro::InitMode;
 use crate::matrix::Target;
 use crate::pkg::cache::Cache;
 use crate::pkg::deb::configure::configure;
-use crate::pkg::deb::debfile::install_deb;
+use crate::pkg::deb::debfile::{LoadedDeb, load_deb};
 use crate::pkg::deb::dpkgdb::{InstalledDeb, write_database};
 use crate::pkg::deb::index::{self, RepoSpec};
 use crate::pkg::deb::release::{Keyring, parse_rfc2822};
@@ -26,7 +26,7 @@ use crate::pkg::deb::resolve::Resolver;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
 use crate::pkg::fetch::Fetcher;
 use crate::pkg::record::{InstalledPackage, PackageRecord, record_path_for, write_record};
-use crate::pkg::sha256_file;
+use crate::pkg::{PackageRef, sha256_file};
 use crate::tree::mtree::Mtree;
 
 /// Top-level directories that are symlinks into /usr in a merged-/usr system, per arch.
@@ -179,12 +179,7 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
             Attrs::root(0o777, mtime),
         )?;
     }
-    let mut installed = Vec::with_capacity(pkgs.len());
-    for (p, f) in pkgs.iter().zip(&files) {
-        let origin = format!("{} {}", p.name, p.version);
-        let (control, files) = install_deb(f, &mut ex, &origin)?;
-        installed.push(InstalledDeb { control, files });
-    }
+    let installed = install_all(&mut ex, &pkgs, &files)?;
     // Other multilib loaders' folders, where a package put one under /usr.
     for l in ["lib32", "libx32", "lib64", "libo32"] {
         let usr = staged.path().join("usr").join(l);
@@ -251,6 +246,48 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// Decompress packages on worker threads, a batch at a time, and extract them in order on
+/// this one (order matters when packages replace each other's files).
+fn install_all(
+    ex: &mut Extractor,
+    pkgs: &[PackageRef],
+    files: &[PathBuf],
+) -> Result<Vec<InstalledDeb>> {
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    let batch = (workers * 4).max(8);
+    let mut installed = Vec::with_capacity(pkgs.len());
+    let items: Vec<(&PackageRef, &PathBuf)> = pkgs.iter().zip(files).collect();
+    for chunk in items.chunks(batch) {
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        let slots: Vec<std::sync::Mutex<Option<Result<LoadedDeb>>>> =
+            chunk.iter().map(|_| std::sync::Mutex::new(None)).collect();
+        std::thread::scope(|s| {
+            for _ in 0..workers.min(chunk.len()) {
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((p, f)) = chunk.get(i) else { break };
+                        let origin = format!("{} {}", p.name, p.version);
+                        *slots[i].lock().unwrap() = Some(load_deb(f, &origin));
+                    }
+                });
+            }
+        });
+        for ((p, _), slot) in chunk.iter().zip(slots) {
+            let loaded = slot.into_inner().unwrap().expect("every slot is filled")?;
+            let origin = format!("{} {}", p.name, p.version);
+            let files = ex.unpack(&loaded.data_tar[..], &origin)?;
+            installed.push(InstalledDeb {
+                control: loaded.control,
+                files,
+            });
+        }
+    }
+    Ok(installed)
 }
 
 fn save_mtree(m: &Mtree, rootfs: &Path) -> Result<()> {

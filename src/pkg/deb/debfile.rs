@@ -65,6 +65,51 @@ fn read_control<R: Read>(name: &str, r: R) -> Result<ControlInfo> {
     Ok(info)
 }
 
+/// A .deb read into memory: its control data and its decompressed data tar. Reading can
+/// run on worker threads while the extractor (which must apply packages in order) works.
+pub struct LoadedDeb {
+    pub control: ControlInfo,
+    pub data_tar: Vec<u8>,
+}
+
+/// Read and decompress a .deb without touching any rootfs.
+pub fn load_deb(path: &Path, origin: &str) -> Result<LoadedDeb> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ar = ar::Archive::new(std::io::BufReader::new(f));
+    let mut control = None;
+    let mut data = None;
+    let mut magic_ok = false;
+    while let Some(entry) = ar.next_entry() {
+        let mut entry = entry.with_context(|| format!("{origin}: not a valid .deb (ar) file"))?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        let name = name.trim_end_matches('/').to_string();
+        if name == "debian-binary" {
+            let mut v = String::new();
+            entry.read_to_string(&mut v)?;
+            if !v.starts_with("2.") {
+                bail!("{origin}: unsupported .deb format version {}", v.trim());
+            }
+            magic_ok = true;
+        } else if name.starts_with("control.tar") {
+            control =
+                Some(read_control(&name, entry).with_context(|| format!("{origin}: {name}"))?);
+        } else if name.starts_with("data.tar") {
+            let mut buf = Vec::new();
+            decompressor(&name, entry)?
+                .read_to_end(&mut buf)
+                .with_context(|| format!("{origin}: decompressing {name}"))?;
+            data = Some(buf);
+        }
+    }
+    if !magic_ok {
+        bail!("{origin}: not a .deb (no debian-binary member)");
+    }
+    match (control, data) {
+        (Some(control), Some(data_tar)) => Ok(LoadedDeb { control, data_tar }),
+        _ => bail!("{origin}: .deb lacks a control or data member"),
+    }
+}
+
 /// Install one .deb into the extractor's rootfs; returns its control data and the paths
 /// it placed (for the dpkg .list file).
 pub fn install_deb(
