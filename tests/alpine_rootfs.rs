@@ -392,12 +392,30 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
 }
 
 /// Boot the initrd under QEMU (TCG) when `$OSBUILDER_TEST_KERNEL` names an x86_64 kernel:
-/// busybox init from the rootfs prints the marker from /etc/inittab.
+/// busybox init from the rootfs prints the marker from /etc/inittab. Uses `osbuilder boot`
+/// when the binary has that command, else runs qemu-system-x86_64 itself.
 fn boot_if_possible(initrd: &Path) {
     let Some(kernel) = std::env::var_os("OSBUILDER_TEST_KERNEL") else {
         eprintln!("boot check skipped: set OSBUILDER_TEST_KERNEL to an x86_64 kernel image");
         return;
     };
+    // `osbuilder boot` (the QEMU smoke test) when this build has it, else QEMU directly.
+    let has_boot = osbuilder()
+        .args(["boot", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if has_boot {
+        run_ok(
+            osbuilder()
+                .args(["boot", "--kernel"])
+                .arg(&kernel)
+                .arg("--initrd")
+                .arg(initrd)
+                .args(["--expect", "OSBUILDER-ALPINE-READY", "--timeout", "120"]),
+        );
+        eprintln!("booted with `osbuilder boot`: busybox init from the rootfs ran /etc/inittab");
+        return;
+    }
     use std::io::BufRead;
     let mut child = Command::new("timeout")
         .args([
