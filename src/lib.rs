@@ -11,3 +11,4 @@ pub mod initrd;
 pub mod matrix;
 pub mod output;
 pub mod tree;
+pub mod image;
