@@ -193,6 +193,7 @@ pub fn build(o: &Options) -> Result<Report> {
             clamp_mtime: o.source_date_epoch,
         },
     )?;
+    let tree = unify_hard_links(tree);
     if !o.skip_rootfs_check {
         check_rootfs(&tree)?;
     }
@@ -220,7 +221,7 @@ pub fn build(o: &Options) -> Result<Report> {
             let need = size::ext4_need(&tree, bs);
             // room for one file per 16 KiB of requested free space
             let inodes = need.inodes + free / 16384;
-            let blocks = size::ext4_min_blocks(need.blocks, inodes, bs);
+            let blocks = size::ext4_min_blocks(&need, inodes, bs);
             let e = fs::ext4::Ext4 {
                 block_size: bs,
                 inodes,
@@ -275,13 +276,18 @@ pub fn build(o: &Options) -> Result<Report> {
 
     match plan {
         Plan::Ext4(e) => {
-            if !size::ext4_fits(layout.root.len, &e.need, e.inodes, bs) {
+            let Some(geometry) = size::ext4_fits(layout.root.len, &e.need, e.inodes, bs) else {
                 bail!(
                     "the root partition ({} MiB) cannot hold this rootfs as ext4; \
                      give a larger --size-mb",
                     layout.root.len / MIB
                 );
-            }
+            };
+            // the count that makes mke2fs create at least e.inodes in this geometry
+            let e = fs::ext4::Ext4 {
+                inodes: geometry.inodes,
+                ..e
+            };
             warnings.extend(e.make(&tree, &raw_path, layout.root.start, layout.root.len, &work.0)?)
         }
         Plan::Prebuilt(img) => copy_into(&img, &raw, layout.root.start)?,
@@ -357,6 +363,20 @@ pub fn build(o: &Options) -> Result<Report> {
         warnings,
         output_bytes,
     })
+}
+
+/// Names of one hard-linked file share one inode, so they must agree on its owner,
+/// mode and time: the first name in tree order decides (metadata usually names that one).
+fn unify_hard_links(mut tree: Tree) -> Tree {
+    let mut first: std::collections::HashMap<u32, (u32, u32, u32, i64)> = Default::default();
+    for e in &mut tree.entries {
+        if let Some(g) = e.link_group {
+            let (uid, gid, perm, mtime) =
+                *first.entry(g).or_insert((e.uid, e.gid, e.perm, e.mtime));
+            (e.uid, e.gid, e.perm, e.mtime) = (uid, gid, perm, mtime);
+        }
+    }
+    tree
 }
 
 /// Kata's check: the image must be able to start, so /sbin/init must exist

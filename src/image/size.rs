@@ -177,7 +177,9 @@ pub struct Ext4Geometry {
 }
 
 /// Mirror of ext2fs_initialize's geometry for our feature set (64bit, flex_bg,
-/// sparse_super, no resize_inode, 256-byte inodes). `None` if it cannot be made.
+/// sparse_super, no resize_inode, 256-byte inodes). `inodes` is rounded up to whole
+/// inode-table blocks per group; pass the returned `inodes` to mke2fs -N so it makes
+/// exactly that many. `None` if it cannot be made.
 pub fn ext4_geometry(blocks: u64, inodes: u64, bs: u64) -> Option<Ext4Geometry> {
     let first_data = if bs == 1024 { 1 } else { 0 };
     let bpg = 8 * bs;
@@ -192,10 +194,14 @@ pub fn ext4_geometry(blocks: u64, inodes: u64, bs: u64) -> Option<Ext4Geometry> 
         if ipg > ipg_max {
             return None;
         }
-        let per_block = bs / INODE_SIZE;
-        let mut itb = (ipg * INODE_SIZE).div_ceil(bs);
-        ipg = (itb * per_block) & !7;
-        itb = (ipg * INODE_SIZE).div_ceil(bs);
+        // mke2fs fills whole inode-table blocks and then rounds down to a multiple of 8;
+        // asking for a multiple of both per group keeps every inode we count.
+        let step = (bs / INODE_SIZE).max(8);
+        ipg = ipg.div_ceil(step) * step;
+        if ipg > ipg_max {
+            return None;
+        }
+        let itb = (ipg * INODE_SIZE).div_ceil(bs);
         let gdt = (groups * 64).div_ceil(bs);
         // ext2fs_initialize: overhead = 3 + inode table (+ reserved GDT, none here)
         let overhead_rule = 3 + itb;
@@ -227,23 +233,30 @@ pub fn ext4_geometry(blocks: u64, inodes: u64, bs: u64) -> Option<Ext4Geometry> 
 /// Fewest blocks (no more than needed) whose filesystem holds `need` with `inodes`.
 /// Arithmetic only: start from the content and add the metadata of the current guess
 /// until the guess holds it.
-pub fn ext4_min_blocks(need: u64, inodes: u64, bs: u64) -> u64 {
+pub fn ext4_min_blocks(need: &Ext4Need, inodes: u64, bs: u64) -> u64 {
     let bpg = 8 * bs;
     // enough groups for the inodes alone
     let min_groups = inodes.div_ceil(8 * bs).max(1);
-    let mut b = need.max((min_groups - 1) * bpg + 1) + 64;
+    let mut b = need.blocks.max((min_groups - 1) * bpg + 1) + 64;
     loop {
         match ext4_geometry(b, inodes, bs) {
-            Some(g) if g.free >= need => return b,
-            Some(g) => b += (need - g.free).max(1),
+            Some(g) if holds(&g, need) => return b,
+            Some(g) => b += (need.blocks.max(2 * need.journal_blocks) - g.free).max(1),
             None => b += 64,
         }
     }
 }
 
 /// True if `bytes` of partition give an ext4 filesystem that holds the tree.
-pub fn ext4_fits(bytes: u64, need: &Ext4Need, inodes: u64, bs: u64) -> bool {
-    ext4_geometry(bytes / bs, inodes, bs).is_some_and(|g| g.free >= need.blocks)
+/// The geometry of `bytes` of partition if its filesystem holds the tree.
+pub fn ext4_fits(bytes: u64, need: &Ext4Need, inodes: u64, bs: u64) -> Option<Ext4Geometry> {
+    ext4_geometry(bytes / bs, inodes, bs).filter(|g| holds(g, need))
+}
+
+/// Room for the content, and mke2fs's rule that the journal takes at most half of the
+/// free blocks.
+fn holds(g: &Ext4Geometry, need: &Ext4Need) -> bool {
+    g.free >= need.blocks && g.free >= 2 * need.journal_blocks
 }
 
 #[cfg(test)]
@@ -267,10 +280,15 @@ mod tests {
 
     #[test]
     fn minimum_blocks_hold_the_need() {
-        for need in [100, 5000, 40000, 300000] {
-            let b = ext4_min_blocks(need, 5000, 4096);
+        for blocks in [100, 5000, 40000, 300000] {
+            let need = Ext4Need {
+                blocks,
+                inodes: 5000,
+                journal_blocks: 1024,
+            };
+            let b = ext4_min_blocks(&need, 5000, 4096);
             let g = ext4_geometry(b, 5000, 4096).unwrap();
-            assert!(g.free >= need && g.inodes >= 5000, "{need}: {g:?}");
+            assert!(holds(&g, &need) && g.inodes >= 5000, "{blocks}: {g:?}");
         }
     }
 }

@@ -34,6 +34,21 @@ pub const MKE2FS_CONF: &str = "[defaults]
 \text4 = {
 \t\tfeatures = has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize
 \t}
+\tfloppy = {
+\t\tinode_ratio = 16384
+\t}
+\tsmall = {
+\t\tinode_ratio = 16384
+\t}
+\tdefault = {
+\t\tinode_ratio = 16384
+\t}
+\tbig = {
+\t\tinode_ratio = 16384
+\t}
+\thuge = {
+\t\tinode_ratio = 16384
+\t}
 ";
 
 pub struct Ext4 {
@@ -166,9 +181,17 @@ impl Ext4 {
                         s.extend(&p);
                         s.push(b'\n');
                     }
-                    s.extend(b"mknod ");
-                    s.extend(&p);
-                    writeln!(s, " {spec}")?;
+                    // debugfs's mknod links its argument into the current directory
+                    // as one name, so go there first.
+                    let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
+                        Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                        None => (&b""[..], &e.path[..]),
+                    };
+                    s.extend(b"cd ");
+                    s.extend(quote(dir)?);
+                    s.extend(b"\nmknod \"");
+                    s.extend(name);
+                    writeln!(s, "\" {spec}\ncd /")?;
                 }
             }
             let t = e.mtime;

@@ -17,8 +17,8 @@ use super::run_tool;
 use crate::image::size::MIB;
 use crate::tree::{Entry, Kind, Tree};
 
-/// xfsprogs ≥ 5.19 refuses filesystems smaller than 300 MB.
-pub const MIN_BYTES: u64 = 300 * 1000 * 1000;
+/// xfsprogs ≥ 5.19 refuses filesystems smaller than 300 MiB.
+pub const MIN_BYTES: u64 = 300 * MIB;
 const BS: u64 = 4096;
 const INODE: u64 = 512;
 
@@ -71,6 +71,9 @@ impl Xfs {
         let mut cmd = super::tool("mkfs.xfs");
         cmd.env("LC_ALL", "C")
             .args(["-q", "-f", "-b", "size=4096", "-m", "reflink=0"])
+            // classic 32-bit timestamps: mountable by kernels before 5.10, and settable
+            // with xfs_db
+            .args(["-m", "bigtime=0"])
             .arg("-m")
             .arg(format!("uuid={}", self.uuid))
             .arg("-p")
@@ -98,13 +101,15 @@ impl Xfs {
             db.extend(b"path /");
             db.extend(&e.path);
             db.push(b'\n');
+            // xfs_db takes raw big-endian bytes as "#hex" for every field type.
+            let t = e.mtime.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32;
             for f in ["atime", "mtime", "ctime", "crtime"] {
-                writeln!(db, "write -d core.{f}.sec {}", e.mtime)?;
-                writeln!(db, "write -d core.{f}.nsec 0")?;
+                writeln!(db, "write core.{f}.sec #{t:08x}")?;
+                writeln!(db, "write core.{f}.nsec #00000000")?;
             }
-            writeln!(db, "write -d core.gen 0")?;
+            writeln!(db, "write core.gen #00000000")?;
             if sticky.contains(&e.path) {
-                writeln!(db, "write -d core.mode 0{:o}", e.mode())?;
+                writeln!(db, "write core.mode #{:04x}", e.mode())?;
             }
         }
         let script = work.join("xfs_db.cmds");
