@@ -8,7 +8,8 @@ use crate::image::layout::Table;
 use crate::image::{self, Format, Options};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Layout (default, Kata-compatible): MBR, one root partition, and the DAX \
+#[command(
+    after_help = "Layout (default, Kata-compatible): MBR, one root partition, and the DAX \
 header: 0: MBR#1 | 4 KiB: nd_pfn info block | 2 MiB: MBR#2 | 3 MiB: root partition. A guest \
 on virtio-blk reads MBR#1 and mounts /dev/vda1; one that sees the image as an NVDIMM honours \
 the info block and mounts /dev/pmem0p1. --no-dax: MBR, root partition from 1 MiB to the end.\n\n\
@@ -24,7 +25,8 @@ needed. SOURCE_DATE_EPOCH fixes every timestamp; --seed fixes UUIDs, salts and h
 (default: derived from SOURCE_DATE_EPOCH and the output name, random without it).\n\n\
 Host tools: ext4: e2fsprogs; xfs: xfsprogs; erofs: erofs-utils, fakeroot; qcow2: qemu-utils.\n\n\
 Examples:\n  osbuilder image rootfs/\n  osbuilder image rootfs/ --no-dax --table gpt -o root.img\n  \
-osbuilder image rootfs/ --fs erofs --measured --no-dax")]
+osbuilder image rootfs/ --fs erofs --measured --no-dax"
+)]
 pub struct Args {
     /// The rootfs directory
     rootfs: PathBuf,

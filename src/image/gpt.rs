@@ -132,7 +132,10 @@ pub fn build(total_sectors: u64, disk_guid: Guid, parts: &[GptPartition]) -> Res
         e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
         let name: Vec<u16> = p.name.encode_utf16().collect();
         if name.len() > 36 {
-            bail!("GPT partition name '{}' is longer than 36 UTF-16 units", p.name);
+            bail!(
+                "GPT partition name '{}' is longer than 36 UTF-16 units",
+                p.name
+            );
         }
         for (j, c) in name.iter().enumerate() {
             e[56 + 2 * j..58 + 2 * j].copy_from_slice(&c.to_le_bytes());

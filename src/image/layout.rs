@@ -3,9 +3,9 @@
 
 use anyhow::{Result, bail};
 
+use super::dax;
 use super::size::MIB;
 use super::verity;
-use super::dax;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Table {
@@ -70,7 +70,11 @@ impl Layout {
         let tail = if r.table == Table::Gpt { MIB } else { 0 };
         let fixed = base + PART_START + tail;
         let root_min = round_up(r.root_min, MIB);
-        let hash_min = if r.measured { hash_len(root_min, r.verity_block) } else { 0 };
+        let hash_min = if r.measured {
+            hash_len(root_min, r.verity_block)
+        } else {
+            0
+        };
         let min_total = fixed + root_min + hash_min;
         let total = match r.size {
             Some(s) => {

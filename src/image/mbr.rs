@@ -31,7 +31,10 @@ fn chs(lba: u64) -> [u8; 3] {
 
 /// A 512-byte MBR with up to four primary partitions. Partitions must fit in 32-bit LBAs.
 pub fn mbr(disk_signature: u32, parts: &[MbrPartition]) -> anyhow::Result<[u8; 512]> {
-    anyhow::ensure!(parts.len() <= 4, "an MBR holds at most 4 primary partitions");
+    anyhow::ensure!(
+        parts.len() <= 4,
+        "an MBR holds at most 4 primary partitions"
+    );
     let mut b = [0u8; 512];
     b[440..444].copy_from_slice(&disk_signature.to_le_bytes());
     for (i, p) in parts.iter().enumerate() {
@@ -90,8 +93,8 @@ mod tests {
         assert_eq!(
             &b[446..462],
             &[
-                0x00, 0x20, 0x21, 0x00, 0x83, 0x51, 0x01, 0x10, 0x00, 0x08, 0x00, 0x00, 0x00,
-                0xf8, 0x03, 0x00
+                0x00, 0x20, 0x21, 0x00, 0x83, 0x51, 0x01, 0x10, 0x00, 0x08, 0x00, 0x00, 0x00, 0xf8,
+                0x03, 0x00
             ]
         );
         assert_eq!(&b[510..], &[0x55, 0xaa]);

@@ -93,7 +93,10 @@ fn validate(o: &Options) -> Result<()> {
         );
     }
     if ![1024, 2048, 4096].contains(&o.block_size) {
-        return usage(format!("--block-size {} must be 1024, 2048 or 4096", o.block_size));
+        return usage(format!(
+            "--block-size {} must be 1024, 2048 or 4096",
+            o.block_size
+        ));
     }
     if o.fs != FsType::Ext4 && o.block_size != 4096 {
         return usage(format!("--fs {} uses 4096-byte blocks only", o.fs.name()));
@@ -245,10 +248,7 @@ pub fn build(o: &Options) -> Result<Report> {
         }
     };
 
-    let align = o
-        .align_mb
-        .unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 })
-        * MIB;
+    let align = o.align_mb.unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 }) * MIB;
     let layout = Layout::compute(&Request {
         table: o.table,
         dax: o.dax,
@@ -288,7 +288,13 @@ pub fn build(o: &Options) -> Result<Report> {
                 inodes: geometry.inodes,
                 ..e
             };
-            warnings.extend(e.make(&tree, &raw_path, layout.root.start, layout.root.len, &work.0)?)
+            warnings.extend(e.make(
+                &tree,
+                &raw_path,
+                layout.root.start,
+                layout.root.len,
+                &work.0,
+            )?)
         }
         Plan::Prebuilt(img) => copy_into(&img, &raw, layout.root.start)?,
         Plan::Xfs(x) => {

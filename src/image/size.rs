@@ -40,7 +40,11 @@ const EXTENT_MAX_LEN: u64 = 32768;
 /// Journal size: a read-only root needs only enough for mount-time recovery; a larger
 /// one helps images that are written to.
 pub fn journal_bytes(content_bytes: u64) -> u64 {
-    if content_bytes < 256 * MIB { 4 * MIB } else { 16 * MIB }
+    if content_bytes < 256 * MIB {
+        4 * MIB
+    } else {
+        16 * MIB
+    }
 }
 
 /// Directory entry record length: 8-byte header + name, padded to 4 bytes.
@@ -55,7 +59,12 @@ fn rec_len(name_len: usize) -> u64 {
 fn dir_blocks(names: &[usize], bs: u64) -> u64 {
     let usable = bs - 12; // metadata_csum tail
     let total: u64 = 24 + names.iter().map(|n| rec_len(*n)).sum::<u64>();
-    let max = names.iter().map(|n| rec_len(*n)).max().unwrap_or(12).max(12);
+    let max = names
+        .iter()
+        .map(|n| rec_len(*n))
+        .max()
+        .unwrap_or(12)
+        .max(12);
     if total <= usable {
         return 1;
     }

@@ -35,7 +35,10 @@ pub fn level_sizes(data_blocks: u64, hash_block_size: u32) -> Vec<u64> {
 
 /// Bytes the hash tree takes on the hash device.
 pub fn hash_bytes(data_blocks: u64, hash_block_size: u32) -> u64 {
-    level_sizes(data_blocks, hash_block_size).iter().sum::<u64>() * hash_block_size as u64
+    level_sizes(data_blocks, hash_block_size)
+        .iter()
+        .sum::<u64>()
+        * hash_block_size as u64
 }
 
 fn digest(salt: &[u8], block: &[u8]) -> [u8; DIGEST] {

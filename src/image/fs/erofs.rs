@@ -27,8 +27,12 @@ pub fn build(tree: &Tree, img: &Path, work: &Path, uuid: &str, now: i64) -> Resu
         p.extend(&e.path);
         p.push(0);
         match &e.kind {
-            Kind::CharDev { major, minor } => specials.push((p.clone(), format!("c {major} {minor}"))),
-            Kind::BlockDev { major, minor } => specials.push((p.clone(), format!("b {major} {minor}"))),
+            Kind::CharDev { major, minor } => {
+                specials.push((p.clone(), format!("c {major} {minor}")))
+            }
+            Kind::BlockDev { major, minor } => {
+                specials.push((p.clone(), format!("b {major} {minor}")))
+            }
             Kind::Fifo => specials.push((p.clone(), "p".into())),
             Kind::Socket => continue,
             _ => {}
@@ -95,9 +99,8 @@ fn stage_tree(tree: &Tree, stage: &Path) -> Result<()> {
                 if let Some(first) = e.link_group.and_then(|g| firsts.get(&g)) {
                     std::fs::hard_link(first, &dst)?;
                 } else {
-                    std::fs::copy(source, &dst).with_context(|| {
-                        format!("staging {} for mkfs.erofs", source.display())
-                    })?;
+                    std::fs::copy(source, &dst)
+                        .with_context(|| format!("staging {} for mkfs.erofs", source.display()))?;
                     // the tree's mode is applied later; keep it readable for mkfs.erofs
                     if let Some(g) = e.link_group {
                         firsts.insert(g, dst.clone());

@@ -214,7 +214,10 @@ impl Ext4 {
 
 /// A tree path as a debugfs argument: absolute, double-quoted.
 fn quote(path: &[u8]) -> Result<Vec<u8>> {
-    if path.iter().any(|c| matches!(c, b'"' | b'\n' | b'\r' | b'\\')) {
+    if path
+        .iter()
+        .any(|c| matches!(c, b'"' | b'\n' | b'\r' | b'\\'))
+    {
         bail!(
             "the path /{} cannot be passed to debugfs (it contains a quote, backslash or newline); \
              rename it, or use --fs erofs",

@@ -61,7 +61,10 @@ pub fn find_tool(tool: &str) -> Option<std::path::PathBuf> {
 
 /// Check every tool up front; name the Debian packages to install for those missing.
 pub fn check_tools(tools: &[(&str, &str)]) -> Result<()> {
-    let missing: Vec<_> = tools.iter().filter(|(t, _)| find_tool(t).is_none()).collect();
+    let missing: Vec<_> = tools
+        .iter()
+        .filter(|(t, _)| find_tool(t).is_none())
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -69,7 +72,11 @@ pub fn check_tools(tools: &[(&str, &str)]) -> Result<()> {
     pkgs.dedup();
     bail!(
         "missing host tool(s): {}. Install them with: apt-get install {}",
-        missing.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", "),
+        missing
+            .iter()
+            .map(|(t, _)| *t)
+            .collect::<Vec<_>>()
+            .join(", "),
         pkgs.join(" ")
     )
 }

@@ -92,7 +92,10 @@ impl Xfs {
         let mut seen = HashSet::new();
         for e in &tree.entries {
             if matches!(e.kind, Kind::Socket) {
-                warnings.push(format!("{}: sockets are not put in the image", e.path_display()));
+                warnings.push(format!(
+                    "{}: sockets are not put in the image",
+                    e.path_display()
+                ));
                 continue;
             }
             if !seen.insert(&e.path) {
@@ -101,11 +104,13 @@ impl Xfs {
             db.extend(b"path /");
             db.extend(&e.path);
             db.push(b'\n');
-            // xfs_db takes raw big-endian bytes as "#hex" for every field type.
+            // Times as raw big-endian "#hex" (xfs_db misreads decimal seconds).
             let t = e.mtime.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32;
-            for f in ["atime", "mtime", "ctime", "crtime"] {
-                writeln!(db, "write core.{f}.sec #{t:08x}")?;
-                writeln!(db, "write core.{f}.nsec #00000000")?;
+            // nsec before sec: xfs_db writes a timestamp field as a whole, so writing
+            // nsec last would clear sec again.
+            for f in ["core.atime", "core.mtime", "core.ctime", "v3.crtime"] {
+                writeln!(db, "write {f}.nsec 0")?;
+                writeln!(db, "write {f}.sec #{t:08x}")?;
             }
             writeln!(db, "write core.gen #00000000")?;
             if sticky.contains(&e.path) {
@@ -115,11 +120,22 @@ impl Xfs {
         let script = work.join("xfs_db.cmds");
         std::fs::write(&script, &db)?;
         let mut cmd = super::tool("xfs_db");
-        cmd.arg("-x").arg("-c").arg(format!("source {}", script.display())).arg(img);
+        cmd.arg("-x")
+            .arg("-c")
+            .arg(format!("source {}", script.display()))
+            .arg(img);
         let out = cmd.output()?;
+        // xfs_db reports failed commands on stdout and exits 0; every successful write
+        // echoes "field = value".
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let bad: Vec<&str> = stdout.lines().filter(|l| !l.contains(" = ")).collect();
         let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() || !err.trim().is_empty() {
-            bail!("xfs_db could not set times and modes: {}", err.trim());
+        if !out.status.success() || !err.trim().is_empty() || !bad.is_empty() {
+            bail!(
+                "xfs_db could not set times and modes: {}{}",
+                err.trim(),
+                bad.iter().take(10).copied().collect::<Vec<_>>().join("\n")
+            );
         }
         Ok(warnings)
     }
@@ -148,7 +164,13 @@ fn protofile(tree: &Tree) -> Result<(Vec<u8>, HashSet<Vec<u8>>)> {
     let mut out: Vec<u8> = Vec::new();
     let mut sticky = HashSet::new();
     let root = tree.get(b"").expect("root");
-    writeln!(out, "/dev/null\n0 0\n{} {} {}", mode_string(root), root.uid, root.gid)?;
+    writeln!(
+        out,
+        "/dev/null\n0 0\n{} {} {}",
+        mode_string(root),
+        root.uid,
+        root.gid
+    )?;
     if root.perm & 0o1000 != 0 {
         sticky.insert(Vec::new());
     }
@@ -182,14 +204,20 @@ fn protofile(tree: &Tree) -> Result<(Vec<u8>, HashSet<Vec<u8>>)> {
             Kind::File { source, .. } => {
                 let s = source.as_os_str().as_encoded_bytes();
                 if bad(s) {
-                    bail!("{} has whitespace in its path; use --fs ext4", source.display());
+                    bail!(
+                        "{} has whitespace in its path; use --fs ext4",
+                        source.display()
+                    );
                 }
                 out.push(b' ');
                 out.extend(s);
             }
             Kind::Symlink { target } => {
                 if bad(target) || target.is_empty() {
-                    bail!("symlink {} has whitespace in its target; use --fs ext4", e.path_display());
+                    bail!(
+                        "symlink {} has whitespace in its target; use --fs ext4",
+                        e.path_display()
+                    );
                 }
                 out.push(b' ');
                 out.extend(target);
