@@ -9,6 +9,9 @@
 
 use std::path::Path;
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
+
 use anyhow::{Result, bail};
 
 use super::run_tool;
@@ -113,47 +116,84 @@ impl Ext4 {
                 self.need.inodes
             ))
         })?;
-        let (script, warnings) = self.fixup_script(tree)?;
-        let script_path = work.join("fixup.debugfs");
-        std::fs::write(&script_path, script)?;
-        let mut dbg = super::tool("debugfs");
         let mut device = image.as_os_str().to_owned();
         device.push(format!("?offset={offset}"));
-        dbg.env("E2FSPROGS_FAKE_TIME", self.now.to_string())
-            .env("LC_ALL", "C")
-            .arg("-w")
-            .arg("-f")
-            .arg(&script_path)
-            .arg(device);
-        let out = dbg
-            .output()
-            .map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
-        // debugfs exits 0 even when commands fail; anything on stderr but its banner is
-        // a failed command.
-        let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
-            .lines()
-            .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-            .map(str::to_owned)
-            .collect();
-        if !out.status.success() || !errors.is_empty() {
-            bail!(
-                "debugfs could not apply the rootfs metadata to the ext4 filesystem:\n{}",
-                errors.join("\n")
-            );
-        }
+        let inodes = self.list_inodes(tree, &device, work)?;
+        let (script, warnings) = self.fixup_script(tree, &inodes)?;
+        debugfs(&device, &script, work, true, self.now)?;
         Ok(warnings)
+    }
+
+    /// What mkfs.ext4 -d made: (inode, mode, uid, gid) by tree path, from one read-only
+    /// debugfs pass listing every directory. The fix-up can then address inodes by
+    /// number (no path lookups) and skip fields that are already right.
+    fn list_inodes(
+        &self,
+        tree: &Tree,
+        device: &std::ffi::OsStr,
+        work: &Path,
+    ) -> Result<HashMap<Vec<u8>, (u64, u32, u32, u32)>> {
+        let mut script = Vec::new();
+        for e in tree.entries.iter().filter(|e| e.kind == Kind::Dir) {
+            script.extend(b"ls -p ");
+            script.extend(quote(&e.path)?);
+            script.push(b'\n');
+        }
+        let out = debugfs(device, &script, work, false, self.now)?;
+        let mut map = HashMap::new();
+        let mut dir: Option<Vec<u8>> = None;
+        for line in out.split(|c| *c == b'\n') {
+            if let Some(cmd) = line.strip_prefix(b"debugfs: ls -p \"/") {
+                dir = Some(cmd.strip_suffix(b"\"").unwrap_or(cmd).to_vec());
+                continue;
+            }
+            // /ino/mode/uid/gid/name/size/
+            let f: Vec<&[u8]> = line.split(|c| *c == b'/').collect();
+            let (Some(d), 8) = (&dir, f.len()) else {
+                continue;
+            };
+            let name = f[5];
+            if name == b"." || name == b".." {
+                continue;
+            }
+            let num = |b: &[u8], radix| {
+                std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|t| u64::from_str_radix(t, radix).ok())
+            };
+            let (Some(ino), Some(mode), Some(uid), Some(gid)) =
+                (num(f[1], 10), num(f[2], 8), num(f[3], 10), num(f[4], 10))
+            else {
+                continue;
+            };
+            let mut path = d.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend(name);
+            map.insert(path, (ino, mode as u32, uid as u32, gid as u32));
+        }
+        // the root directory
+        map.insert(Vec::new(), (2, u32::MAX, u32::MAX, u32::MAX));
+        Ok(map)
     }
 
     /// One debugfs command list: replace placeholders and create metadata-only nodes,
     /// then set owner, mode and times of every inode. Bytes, since names need not be
     /// UTF-8.
-    fn fixup_script(&self, tree: &Tree) -> Result<(Vec<u8>, Vec<String>)> {
+    fn fixup_script(
+        &self,
+        tree: &Tree,
+        made: &HashMap<Vec<u8>, (u64, u32, u32, u32)>,
+    ) -> Result<(Vec<u8>, Vec<String>)> {
         use std::io::Write;
         use std::os::unix::fs::FileTypeExt;
         let mut s: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
+        let mut inodes_done = std::collections::HashSet::new();
         for e in &tree.entries {
             let p = quote(&e.path)?;
+            let mut created = false;
             let disk = std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)));
             let special = match &e.kind {
                 Kind::CharDev { major, minor } => Some(format!("c {major} {minor}")),
@@ -176,6 +216,7 @@ impl Ext4 {
                     t.is_char_device() || t.is_block_device() || t.is_fifo()
                 });
                 if !real {
+                    created = true;
                     if disk.is_ok() {
                         s.extend(b"rm ");
                         s.extend(&p);
@@ -194,17 +235,35 @@ impl Ext4 {
                     writeln!(s, "\" {spec}\ncd /")?;
                 }
             }
+            // Address the inode by number when the listing has it (and the entry was
+            // not just recreated); each hard-linked inode once.
+            let existing = made.get(&e.path).filter(|_| !created);
+            let (target, current) = match existing {
+                Some(&(ino, mode, uid, gid)) => {
+                    if !inodes_done.insert(ino) {
+                        continue;
+                    }
+                    (format!("<{ino}>").into_bytes(), Some((mode, uid, gid)))
+                }
+                None => (p.clone(), None),
+            };
             let t = e.mtime;
-            for (field, value) in [
-                ("uid", e.uid.to_string()),
-                ("gid", e.gid.to_string()),
-                ("mode", format!("0{:o}", e.mode())),
-                ("mtime", format!("@{t}")),
-                ("atime", format!("@{t}")),
-                ("ctime", format!("@{t}")),
-            ] {
+            let mut fields = Vec::new();
+            if current.is_none_or(|(_, uid, _)| uid != e.uid) {
+                fields.push(("uid", e.uid.to_string()));
+            }
+            if current.is_none_or(|(_, _, gid)| gid != e.gid) {
+                fields.push(("gid", e.gid.to_string()));
+            }
+            if current.is_none_or(|(mode, _, _)| mode != e.mode()) {
+                fields.push(("mode", format!("0{:o}", e.mode())));
+            }
+            for f in ["mtime", "atime", "ctime"] {
+                fields.push((f, format!("@{t}")));
+            }
+            for (field, value) in fields {
                 s.extend(b"sif ");
-                s.extend(&p);
+                s.extend(&target);
                 writeln!(s, " {field} {value}")?;
             }
         }
@@ -229,4 +288,35 @@ fn quote(path: &[u8]) -> Result<Vec<u8>> {
     q.extend(path);
     q.push(b'"');
     Ok(q)
+}
+
+/// Run a debugfs command file against `device`; return its stdout. debugfs exits 0 even
+/// when commands fail, so anything on stderr but its banner is an error.
+fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) -> Result<Vec<u8>> {
+    let path = work.join(if write { "fixup.debugfs" } else { "list.debugfs" });
+    std::fs::write(&path, script)?;
+    let mut cmd = super::tool("debugfs");
+    cmd.env("E2FSPROGS_FAKE_TIME", now.to_string()).env("LC_ALL", "C");
+    if write {
+        cmd.arg("-w");
+    }
+    let out = cmd
+        .arg("-f")
+        .arg(&path)
+        .arg(device)
+        .output()
+        .map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
+    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !out.status.success() || !errors.is_empty() {
+        bail!(
+            "debugfs could not {} the ext4 filesystem:\n{}",
+            if write { "apply the rootfs metadata to" } else { "list" },
+            errors.join("\n")
+        );
+    }
+    Ok(out.stdout)
 }
