@@ -194,7 +194,12 @@ impl Ext4 {
         for e in &tree.entries {
             let p = quote(&e.path)?;
             let mut created = false;
-            let disk = std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)));
+            // What stands on disk matters only for device nodes, FIFOs and sockets.
+            let disk = if matches!(e.kind, Kind::File { .. } | Kind::Dir | Kind::Symlink { .. }) {
+                Err(std::io::ErrorKind::NotFound.into())
+            } else {
+                std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)))
+            };
             let special = match &e.kind {
                 Kind::CharDev { major, minor } => Some(format!("c {major} {minor}")),
                 Kind::BlockDev { major, minor } => Some(format!("b {major} {minor}")),
@@ -293,10 +298,15 @@ fn quote(path: &[u8]) -> Result<Vec<u8>> {
 /// Run a debugfs command file against `device`; return its stdout. debugfs exits 0 even
 /// when commands fail, so anything on stderr but its banner is an error.
 fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) -> Result<Vec<u8>> {
-    let path = work.join(if write { "fixup.debugfs" } else { "list.debugfs" });
+    let path = work.join(if write {
+        "fixup.debugfs"
+    } else {
+        "list.debugfs"
+    });
     std::fs::write(&path, script)?;
     let mut cmd = super::tool("debugfs");
-    cmd.env("E2FSPROGS_FAKE_TIME", now.to_string()).env("LC_ALL", "C");
+    cmd.env("E2FSPROGS_FAKE_TIME", now.to_string())
+        .env("LC_ALL", "C");
     if write {
         cmd.arg("-w");
     }
@@ -314,7 +324,11 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
     if !out.status.success() || !errors.is_empty() {
         bail!(
             "debugfs could not {} the ext4 filesystem:\n{}",
-            if write { "apply the rootfs metadata to" } else { "list" },
+            if write {
+                "apply the rootfs metadata to"
+            } else {
+                "list"
+            },
             errors.join("\n")
         );
     }

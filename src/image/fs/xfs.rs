@@ -90,6 +90,13 @@ impl Xfs {
         let mut db: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
         let mut seen = HashSet::new();
+        let t = self.now.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32;
+        // mkfs.xfs stamps its own metadata inodes (realtime bitmap and summary) with
+        // the wall clock.
+        for ino in ["rbmino", "rsumino"] {
+            writeln!(db, "sb 0\naddr {ino}")?;
+            write_times(&mut db, t)?;
+        }
         for e in &tree.entries {
             if matches!(e.kind, Kind::Socket) {
                 warnings.push(format!(
@@ -104,15 +111,10 @@ impl Xfs {
             db.extend(b"path /");
             db.extend(&e.path);
             db.push(b'\n');
-            // Times as raw big-endian "#hex" (xfs_db misreads decimal seconds).
-            let t = e.mtime.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32;
-            // nsec before sec: xfs_db writes a timestamp field as a whole, so writing
-            // nsec last would clear sec again.
-            for f in ["core.atime", "core.mtime", "core.ctime", "v3.crtime"] {
-                writeln!(db, "write {f}.nsec 0")?;
-                writeln!(db, "write {f}.sec #{t:08x}")?;
-            }
-            writeln!(db, "write core.gen #00000000")?;
+            write_times(
+                &mut db,
+                e.mtime.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32,
+            )?;
             if sticky.contains(&e.path) {
                 writeln!(db, "write core.mode #{:04x}", e.mode())?;
             }
@@ -139,6 +141,18 @@ impl Xfs {
         }
         Ok(warnings)
     }
+}
+
+/// xfs_db commands giving the current inode time `t` everywhere and generation 0.
+/// Times go as raw big-endian "#hex" (xfs_db misreads decimal seconds), nsec before sec
+/// (xfs_db writes a timestamp as a whole, so writing nsec last would clear sec again).
+fn write_times(db: &mut Vec<u8>, t: u32) -> Result<()> {
+    for f in ["core.atime", "core.mtime", "core.ctime", "v3.crtime"] {
+        writeln!(db, "write {f}.nsec 0")?;
+        writeln!(db, "write {f}.sec #{t:08x}")?;
+    }
+    writeln!(db, "write core.gen #00000000")?;
+    Ok(())
 }
 
 fn mode_string(e: &Entry) -> String {
