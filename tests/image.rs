@@ -91,7 +91,10 @@ fn make_tree(dir: &Path) -> PathBuf {
          ./tmp uid=0 gid=0 mode=1777\n\
          ./home/user uid=1000 gid=1000 mode=0700\n\
          ./dev/null type=char device=native,1,3 mode=0666 uid=0 gid=0\n\
-         ./dev/console type=char device=native,5,1 mode=0600 uid=0 gid=5\n",
+         ./dev/console type=char device=native,5,1 mode=0600 uid=0 gid=5\n\
+         ./dev/fifo type=fifo mode=0640 uid=0 gid=0\n\
+         ./proc type=dir mode=0555 uid=0 gid=0\n\
+         ./init type=link link=/sbin/init uid=0 gid=0\n",
     )
     .unwrap();
     r
@@ -241,6 +244,10 @@ fn default_kata_layout_ext4_with_dax_header_as_nobody() {
     assert!(st.contains("User:  1000   Group:  1000"), "{st}");
     assert!(st.contains("Mode:  0700"), "{st}");
     assert!(debugfs(&part, "stat /tmp").contains("Mode:  01777"));
+    // entries that exist only in the metadata
+    assert!(debugfs(&part, "stat /proc").contains("Type: directory    Mode:  0555"));
+    assert!(debugfs(&part, "stat /dev/fifo").contains("Type: FIFO    Mode:  0640"));
+    assert!(debugfs(&part, "stat /init").contains("Fast link dest: \"/sbin/init\""));
     assert!(debugfs(&part, "stat /").contains("User:     0   Group:     0"));
     assert_eq!(debugfs(&part, "cat /sbin/init"), "#!/bin/sh\necho init\n");
 }

@@ -134,7 +134,17 @@ impl Ext4 {
         work: &Path,
     ) -> Result<HashMap<Vec<u8>, (u64, u32, u32, u32)>> {
         let mut script = Vec::new();
-        for e in tree.entries.iter().filter(|e| e.kind == Kind::Dir) {
+        // Directories that exist only in the metadata are not there yet.
+        let on_disk = |e: &&crate::tree::Entry| {
+            std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)))
+                .is_ok_and(|m| m.is_dir())
+        };
+        for e in tree
+            .entries
+            .iter()
+            .filter(|e| e.kind == Kind::Dir)
+            .filter(on_disk)
+        {
             script.extend(b"ls -p ");
             script.extend(quote(&e.path)?);
             script.push(b'\n');
@@ -187,46 +197,53 @@ impl Ext4 {
         made: &HashMap<Vec<u8>, (u64, u32, u32, u32)>,
     ) -> Result<(Vec<u8>, Vec<String>)> {
         use std::io::Write;
-        use std::os::unix::fs::FileTypeExt;
         let mut s: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
         let mut inodes_done = std::collections::HashSet::new();
         for e in &tree.entries {
             let p = quote(&e.path)?;
+            // What mkfs.ext4 -d made from the disk at this path, if anything: the type
+            // bits of its mode.
+            let made_type = made.get(&e.path).map(|m| m.1 & 0o170000);
+            let wanted_type = e.kind.format_bits();
             let mut created = false;
-            // What stands on disk matters only for device nodes, FIFOs and sockets.
-            let disk = if matches!(e.kind, Kind::File { .. } | Kind::Dir | Kind::Symlink { .. }) {
-                Err(std::io::ErrorKind::NotFound.into())
-            } else {
-                std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)))
-            };
-            let special = match &e.kind {
-                Kind::CharDev { major, minor } => Some(format!("c {major} {minor}")),
-                Kind::BlockDev { major, minor } => Some(format!("b {major} {minor}")),
-                Kind::Fifo => Some("p".to_string()),
-                Kind::Socket if disk.is_err() => {
+            match &e.kind {
+                Kind::Socket if made_type.is_none() => {
                     warnings.push(format!(
                         "{}: sockets are made by programs at run time; not put in the image",
                         e.path_display()
                     ));
                     continue;
                 }
-                _ => None,
-            };
-            if let Some(spec) = special {
-                // mkfs.ext4 -d copied whatever stands on disk: nothing, a placeholder
-                // file, or (as root) the real node.
-                let real = disk.as_ref().is_ok_and(|m| {
-                    let t = m.file_type();
-                    t.is_char_device() || t.is_block_device() || t.is_fifo()
-                });
-                if !real {
+                // Only in the metadata: create it.
+                Kind::Dir if made_type.is_none() && !e.path.is_empty() => {
+                    s.extend(b"mkdir ");
+                    s.extend(&p);
+                    s.push(b'\n');
                     created = true;
-                    if disk.is_ok() {
+                }
+                Kind::Symlink { target } if made_type.is_none() => {
+                    s.extend(b"symlink ");
+                    s.extend(&p);
+                    s.push(b' ');
+                    s.extend(quote_raw(target, &e.path)?);
+                    s.push(b'\n');
+                    created = true;
+                }
+                Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo
+                    if made_type != Some(wanted_type) =>
+                {
+                    // Absent on disk, or an unprivileged build's placeholder file.
+                    if made_type.is_some() {
                         s.extend(b"rm ");
                         s.extend(&p);
                         s.push(b'\n');
                     }
+                    let spec = match &e.kind {
+                        Kind::CharDev { major, minor } => format!("c {major} {minor}"),
+                        Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
+                        _ => "p".to_string(),
+                    };
                     // debugfs's mknod links its argument into the current directory
                     // as one name, so go there first.
                     let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
@@ -238,7 +255,9 @@ impl Ext4 {
                     s.extend(b"\nmknod \"");
                     s.extend(name);
                     writeln!(s, "\" {spec}\ncd /")?;
+                    created = true;
                 }
+                _ => {}
             }
             // Address the inode by number when the listing has it (and the entry was
             // not just recreated); each hard-linked inode once.
@@ -274,6 +293,25 @@ impl Ext4 {
         }
         Ok((s, warnings))
     }
+}
+
+/// A symlink target as a debugfs argument (double-quoted, as is).
+fn quote_raw(target: &[u8], path: &[u8]) -> Result<Vec<u8>> {
+    if target
+        .iter()
+        .any(|c| matches!(c, b'"' | b'\n' | b'\r' | b'\\'))
+        || target.is_empty()
+    {
+        bail!(
+            "the symlink /{} has a target debugfs cannot take (empty, or with a quote, backslash \
+             or newline); use --fs erofs",
+            String::from_utf8_lossy(path)
+        );
+    }
+    let mut q = b"\"".to_vec();
+    q.extend(target);
+    q.push(b'"');
+    Ok(q)
 }
 
 /// A tree path as a debugfs argument: absolute, double-quoted.
