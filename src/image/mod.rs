@@ -157,6 +157,8 @@ impl WorkDir {
         std::fs::create_dir(&p)
             .with_context(|| format!("creating scratch folder {}", p.display()))?;
         crate::output::track(&p);
+        // Absolute, since tools run from other folders (erofs staging) get these paths.
+        let p = std::fs::canonicalize(&p)?;
         Ok(WorkDir(p))
     }
 }
