@@ -272,8 +272,8 @@ fn check_verity(d: &Path, img: &Path, params: &str, p: &[(u64, u64, String)]) {
     )));
     assert!(params.contains(&format!("0 {} verity", blocks * 8)));
     let (data, hash) = (d.join("data"), d.join("hash"));
-    extract(&img, p[0].0, p[0].1, &data);
-    extract(&img, p[1].0, p[1].1, &hash);
+    extract(img, p[0].0, p[0].1, &data);
+    extract(img, p[1].0, p[1].1, &hash);
     run(Command::new("e2fsck").arg("-fn").arg(&data));
     let verify = |root: &str| {
         Command::new("veritysetup")

@@ -54,6 +54,9 @@ pub const MKE2FS_CONF: &str = "[defaults]
 \t}
 ";
 
+/// What mkfs.ext4 -d made, by tree path: (inode number, mode, uid, gid).
+type Made = HashMap<Vec<u8>, (u64, u32, u32, u32)>;
+
 pub struct Ext4 {
     pub block_size: u64,
     /// Inodes to create (the tree's plus room for files added later).
@@ -132,7 +135,7 @@ impl Ext4 {
         tree: &Tree,
         device: &std::ffi::OsStr,
         work: &Path,
-    ) -> Result<HashMap<Vec<u8>, (u64, u32, u32, u32)>> {
+    ) -> Result<Made> {
         let mut script = Vec::new();
         // Directories that exist only in the metadata are not there yet.
         let on_disk = |e: &&crate::tree::Entry| {
@@ -194,7 +197,7 @@ impl Ext4 {
     fn fixup_script(
         &self,
         tree: &Tree,
-        made: &HashMap<Vec<u8>, (u64, u32, u32, u32)>,
+        made: &Made,
     ) -> Result<(Vec<u8>, Vec<String>)> {
         use std::io::Write;
         let mut s: Vec<u8> = Vec::new();
