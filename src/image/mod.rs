@@ -285,7 +285,16 @@ pub fn build(o: &Options) -> Result<Report> {
                     layout.root.len / MIB
                 );
             };
-            // the count that makes mke2fs create at least e.inodes in this geometry
+            // Space beyond the minimum (alignment, --size-mb) gets inodes too, at
+            // mke2fs's usual one per 16 KiB, using at most half of the spare blocks
+            // for inode tables so the tree still fits.
+            let spare = geometry.free - e.need.blocks.max(2 * e.need.journal_blocks);
+            let extra = (layout.root.len / 16384)
+                .saturating_sub(e.inodes)
+                .min(spare / 2 * bs / size::INODE_SIZE);
+            let geometry = size::ext4_fits(layout.root.len, &e.need, e.inodes + extra, bs)
+                .unwrap_or(geometry);
+            // the count that makes mke2fs create at least that many in this geometry
             let e = fs::ext4::Ext4 {
                 inodes: geometry.inodes,
                 ..e
