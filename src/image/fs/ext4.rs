@@ -9,14 +9,14 @@
 
 use std::path::Path;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::OsStr;
 
 use anyhow::{Result, bail};
 
 use super::run_tool;
 use crate::image::size::{Ext4Need, INODE_SIZE, MIB};
-use crate::tree::{Kind, Tree, os_path};
+use crate::tree::{Kind, Tree};
 
 /// Features, written out so neither /etc/mke2fs.conf nor e2fsprogs' compiled-in
 /// defaults decide them. Like mke2fs 1.47's ext4 defaults, minus orphan_file and
@@ -121,43 +121,39 @@ impl Ext4 {
         })?;
         let mut device = image.as_os_str().to_owned();
         device.push(format!("?offset={offset}"));
-        let big = big_dirs(tree);
-        let listed = self.list_inodes(tree, &big, &device, work)?;
-        let (script, warnings) = self.fixup_script(tree, &big, &listed)?;
+        let inodes = self.list_inodes(tree, &device, work)?;
+        let (script, warnings) = self.fixup_script(tree, &inodes)?;
         debugfs(&device, &script, work, true, self.now)?;
         Ok(warnings)
     }
 
-    /// (inode, mode, uid, gid) of the children of the large directories, from one
-    /// read-only debugfs pass: debugfs looks names up by scanning the directory, so in
-    /// a large one the fix-up addresses inodes by number instead.
+    /// What mkfs.ext4 -d made: (inode, mode, uid, gid) by tree path, from one read-only
+    /// debugfs pass listing every directory. The fix-up can then address inodes by
+    /// number (no path lookups) and skip fields that are already right.
     fn list_inodes(
         &self,
         tree: &Tree,
-        big: &HashSet<&[u8]>,
-        device: &OsStr,
+        device: &std::ffi::OsStr,
         work: &Path,
     ) -> Result<Made> {
         let mut script = Vec::new();
+        // Directories that exist only in the metadata are not there yet.
+        let on_disk = |e: &&crate::tree::Entry| {
+            std::fs::symlink_metadata(tree.root.join(crate::tree::os_path(&e.path)))
+                .is_ok_and(|m| m.is_dir())
+        };
         for e in tree
             .entries
             .iter()
-            .filter(|e| big.contains(e.path.as_slice()))
+            .filter(|e| e.kind == Kind::Dir)
+            .filter(on_disk)
         {
-            // directories that exist only in the metadata are not there yet
-            let on_disk = std::fs::symlink_metadata(tree.root.join(os_path(&e.path)))
-                .is_ok_and(|m| m.is_dir());
-            if on_disk {
-                script.extend(b"ls -p ");
-                script.extend(quote(&e.path)?);
-                script.push(b'\n');
-            }
-        }
-        let mut map = HashMap::new();
-        if script.is_empty() {
-            return Ok(map);
+            script.extend(b"ls -p ");
+            script.extend(quote(&e.path)?);
+            script.push(b'\n');
         }
         let out = debugfs(device, &script, work, false, self.now)?;
+        let mut map = HashMap::new();
         let mut dir: Option<Vec<u8>> = None;
         for line in out.split(|c| *c == b'\n') {
             if let Some(cmd) = line.strip_prefix(b"debugfs: ls -p \"/") {
@@ -190,67 +186,29 @@ impl Ext4 {
             path.extend(name);
             map.insert(path, (ino, mode as u32, uid as u32, gid as u32));
         }
+        // the root directory
+        map.insert(Vec::new(), (2, u32::MAX, u32::MAX, u32::MAX));
         Ok(map)
     }
 
-    /// One debugfs command list: create what exists only in the metadata (directories,
-    /// symlinks, device nodes, FIFOs; placeholders replaced), then give every inode the
-    /// tree's owner, mode and times, skipping owner and mode where mkfs.ext4 -d already
-    /// copied the right ones from disk. Names are relative to a `cd` into their parent
-    /// (or inode numbers in large directories), so no lookup scans more than one
-    /// directory. Bytes, since names need not be UTF-8.
+    /// One debugfs command list: replace placeholders and create metadata-only nodes,
+    /// then set owner, mode and times of every inode. Bytes, since names need not be
+    /// UTF-8.
     fn fixup_script(
         &self,
         tree: &Tree,
-        big: &HashSet<&[u8]>,
-        listed: &Made,
+        made: &Made,
     ) -> Result<(Vec<u8>, Vec<String>)> {
         use std::io::Write;
-        use std::os::unix::fs::MetadataExt;
         let mut s: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
-        let mut done: HashSet<(u64, u64)> = HashSet::new();
-        let mut cwd: &[u8] = b"";
+        let mut inodes_done = std::collections::HashSet::new();
         for e in &tree.entries {
-            let (parent, name) = match e.path.iter().rposition(|c| *c == b'/') {
-                Some(i) => (&e.path[..i], &e.path[i + 1..]),
-                None => (&b""[..], &e.path[..]),
-            };
-            // What mkfs.ext4 -d made here, copied from the disk: (mode, uid, gid), and
-            // the disk inode (to handle each hard-linked inode once).
-            let (made, disk_ino) = if e.path.is_empty() {
-                (None, None) // mkfs sets the root itself: always fix it
-            } else if let Some(&(ino, mode, uid, gid)) = listed.get(&e.path) {
-                (Some((mode, uid, gid)), Some((u64::MAX, ino)))
-            } else if big.contains(parent) {
-                (None, None) // listed parent, name absent: not made
-            } else {
-                match std::fs::symlink_metadata(tree.root.join(os_path(&e.path))) {
-                    Ok(m) => (
-                        Some((m.mode() & 0o170000 | m.mode() & 0o7777, m.uid(), m.gid())),
-                        Some((m.dev(), m.ino())),
-                    ),
-                    Err(_) => (None, None),
-                }
-            };
-            let made_type = made.map(|m| m.0 & 0o170000);
+            let p = quote(&e.path)?;
+            // What mkfs.ext4 -d made from the disk at this path, if anything: the type
+            // bits of its mode.
+            let made_type = made.get(&e.path).map(|m| m.1 & 0o170000);
             let wanted_type = e.kind.format_bits();
-            let target: Vec<u8> = if e.path.is_empty() {
-                b"<2>".to_vec()
-            } else if let Some(&(ino, ..)) = listed
-                .get(&e.path)
-                .filter(|_| made_type == Some(wanted_type))
-            {
-                format!("<{ino}>").into_bytes()
-            } else {
-                if cwd != parent {
-                    s.extend(b"cd ");
-                    s.extend(quote(parent)?);
-                    s.push(b'\n');
-                    cwd = parent;
-                }
-                quote_name(name, &e.path)?
-            };
             let mut created = false;
             match &e.kind {
                 Kind::Socket if made_type.is_none() => {
@@ -260,17 +218,18 @@ impl Ext4 {
                     ));
                     continue;
                 }
+                // Only in the metadata: create it.
                 Kind::Dir if made_type.is_none() && !e.path.is_empty() => {
                     s.extend(b"mkdir ");
-                    s.extend(&target);
+                    s.extend(&p);
                     s.push(b'\n');
                     created = true;
                 }
-                Kind::Symlink { target: link } if made_type.is_none() => {
+                Kind::Symlink { target } if made_type.is_none() => {
                     s.extend(b"symlink ");
-                    s.extend(&target);
+                    s.extend(&p);
                     s.push(b' ');
-                    s.extend(quote_raw(link, &e.path)?);
+                    s.extend(quote_raw(target, &e.path)?);
                     s.push(b'\n');
                     created = true;
                 }
@@ -280,7 +239,7 @@ impl Ext4 {
                     // Absent on disk, or an unprivileged build's placeholder file.
                     if made_type.is_some() {
                         s.extend(b"rm ");
-                        s.extend(&target);
+                        s.extend(&p);
                         s.push(b'\n');
                     }
                     let spec = match &e.kind {
@@ -288,19 +247,33 @@ impl Ext4 {
                         Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
                         _ => "p".to_string(),
                     };
-                    s.extend(b"mknod ");
-                    s.extend(&target);
-                    writeln!(s, " {spec}")?;
+                    // debugfs's mknod links its argument into the current directory
+                    // as one name, so go there first.
+                    let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
+                        Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                        None => (&b""[..], &e.path[..]),
+                    };
+                    s.extend(b"cd ");
+                    s.extend(quote(dir)?);
+                    s.extend(b"\nmknod \"");
+                    s.extend(name);
+                    writeln!(s, "\" {spec}\ncd /")?;
                     created = true;
                 }
                 _ => {}
             }
-            let current = if created { None } else { made };
-            if let (false, Some(key)) = (created, disk_ino) {
-                if !done.insert(key) {
-                    continue; // another name of an inode already handled
+            // Address the inode by number when the listing has it (and the entry was
+            // not just recreated); each hard-linked inode once.
+            let existing = made.get(&e.path).filter(|_| !created);
+            let (target, current) = match existing {
+                Some(&(ino, mode, uid, gid)) => {
+                    if !inodes_done.insert(ino) {
+                        continue;
+                    }
+                    (format!("<{ino}>").into_bytes(), Some((mode, uid, gid)))
                 }
-            }
+                None => (p.clone(), None),
+            };
             let t = e.mtime;
             let mut fields = Vec::new();
             if current.is_none_or(|(_, uid, _)| uid != e.uid) {
@@ -323,32 +296,6 @@ impl Ext4 {
         }
         Ok((s, warnings))
     }
-}
-
-/// Directories with more children than fit in one directory block or so.
-fn big_dirs(tree: &Tree) -> HashSet<&[u8]> {
-    let mut count: HashMap<&[u8], usize> = HashMap::new();
-    for e in &tree.entries {
-        if let Some(i) = e.path.iter().rposition(|c| *c == b'/') {
-            *count.entry(&e.path[..i]).or_default() += 1;
-        } else if !e.path.is_empty() {
-            *count.entry(b"").or_default() += 1;
-        }
-    }
-    count
-        .into_iter()
-        .filter(|(_, n)| *n > 64)
-        .map(|(d, _)| d)
-        .collect()
-}
-
-/// A name inside the current directory as a debugfs argument.
-fn quote_name(name: &[u8], path: &[u8]) -> Result<Vec<u8>> {
-    quote(path)?; // same character rules
-    let mut v = b"\"".to_vec();
-    v.extend(name);
-    v.push(b'"');
-    Ok(v)
 }
 
 /// A symlink target as a debugfs argument (double-quoted, as is).
