@@ -124,10 +124,14 @@ fn image(rootfs: &Path, args: &[&str]) -> std::process::Output {
 
 fn image_ok(rootfs: &Path, args: &[&str]) -> String {
     let out = image(rootfs, args);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
-        "osbuilder image {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        "osbuilder image {args:?} failed:\n{err}"
+    );
+    assert!(
+        !err.contains("warning"),
+        "osbuilder image {args:?} warned:\n{err}"
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -292,8 +292,8 @@ pub fn build(o: &Options) -> Result<Report> {
             let extra = (layout.root.len / 16384)
                 .saturating_sub(e.inodes)
                 .min(spare / 2 * bs / size::INODE_SIZE);
-            let geometry = size::ext4_fits(layout.root.len, &e.need, e.inodes + extra, bs)
-                .unwrap_or(geometry);
+            let geometry =
+                size::ext4_fits(layout.root.len, &e.need, e.inodes + extra, bs).unwrap_or(geometry);
             // the count that makes mke2fs create at least that many in this geometry
             let e = fs::ext4::Ext4 {
                 inodes: geometry.inodes,

@@ -9,14 +9,14 @@
 
 use std::path::Path;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 
 use anyhow::{Result, bail};
 
 use super::run_tool;
 use crate::image::size::{Ext4Need, INODE_SIZE, MIB};
-use crate::tree::{Kind, Tree};
+use crate::tree::{Kind, Tree, os_path};
 
 /// Features, written out so neither /etc/mke2fs.conf nor e2fsprogs' compiled-in
 /// defaults decide them. Like mke2fs 1.47's ext4 defaults, minus orphan_file and
@@ -121,21 +121,28 @@ impl Ext4 {
         })?;
         let mut device = image.as_os_str().to_owned();
         device.push(format!("?offset={offset}"));
-        let inodes = self.list_inodes(tree, &device, work)?;
-        let (script, warnings) = self.fixup_script(tree, &inodes)?;
-        debugfs(&device, &script, work, true, self.now)?;
+        // 1. debugfs creates what exists only in the metadata (usually a few nodes).
+        let (create, mut warnings) = create_script(tree)?;
+        if !create.is_empty() {
+            debugfs(&device, &create, work, true, self.now)?;
+        }
+        // 2. Owners, modes and times, written into the inodes directly; debugfs, one
+        //    command per field, if the filesystem holds anything unexpected.
+        if let Err(e) = set_in_place(tree, image, offset) {
+            warnings.push(format!(
+                "setting inodes in place failed ({e:#}); used debugfs"
+            ));
+            let inodes = self.list_inodes(tree, &device, work)?;
+            let (script, _) = self.fixup_script(tree, &inodes)?;
+            debugfs(&device, &script, work, true, self.now)?;
+        }
         Ok(warnings)
     }
 
     /// What mkfs.ext4 -d made: (inode, mode, uid, gid) by tree path, from one read-only
     /// debugfs pass listing every directory. The fix-up can then address inodes by
     /// number (no path lookups) and skip fields that are already right.
-    fn list_inodes(
-        &self,
-        tree: &Tree,
-        device: &std::ffi::OsStr,
-        work: &Path,
-    ) -> Result<Made> {
+    fn list_inodes(&self, tree: &Tree, device: &std::ffi::OsStr, work: &Path) -> Result<Made> {
         let mut script = Vec::new();
         // Directories that exist only in the metadata are not there yet.
         let on_disk = |e: &&crate::tree::Entry| {
@@ -194,11 +201,7 @@ impl Ext4 {
     /// One debugfs command list: replace placeholders and create metadata-only nodes,
     /// then set owner, mode and times of every inode. Bytes, since names need not be
     /// UTF-8.
-    fn fixup_script(
-        &self,
-        tree: &Tree,
-        made: &Made,
-    ) -> Result<(Vec<u8>, Vec<String>)> {
+    fn fixup_script(&self, tree: &Tree, made: &Made) -> Result<(Vec<u8>, Vec<String>)> {
         use std::io::Write;
         let mut s: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
@@ -296,6 +299,117 @@ impl Ext4 {
         }
         Ok((s, warnings))
     }
+}
+
+/// debugfs commands creating the entries mkfs.ext4 -d could not copy from the disk:
+/// directories, symlinks, device nodes and FIFOs that exist only in the metadata, and
+/// device nodes standing on disk as placeholder files.
+fn create_script(tree: &Tree) -> Result<(Vec<u8>, Vec<String>)> {
+    use std::io::Write;
+    let mut s = Vec::new();
+    let mut warnings = Vec::new();
+    for e in tree.entries.iter().filter(|e| !e.path.is_empty()) {
+        let disk = std::fs::symlink_metadata(tree.root.join(os_path(&e.path)));
+        let disk_type = disk.as_ref().ok().map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.mode() & 0o170000
+        });
+        if disk_type == Some(e.kind.format_bits()) {
+            continue;
+        }
+        let p = quote(&e.path)?;
+        match &e.kind {
+            Kind::Dir if disk_type.is_none() => {
+                s.extend(b"mkdir ");
+                s.extend(&p);
+                s.push(b'\n');
+            }
+            Kind::Symlink { target } if disk_type.is_none() => {
+                s.extend(b"symlink ");
+                s.extend(&p);
+                s.push(b' ');
+                s.extend(quote_raw(target, &e.path)?);
+                s.push(b'\n');
+            }
+            Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
+                if disk_type.is_some() {
+                    s.extend(b"rm ");
+                    s.extend(&p);
+                    s.push(b'\n');
+                }
+                let spec = match &e.kind {
+                    Kind::CharDev { major, minor } => format!("c {major} {minor}"),
+                    Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
+                    _ => "p".to_string(),
+                };
+                // debugfs's mknod links its argument into the current directory as one
+                // name, so go there first.
+                let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
+                    Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                    None => (&b""[..], &e.path[..]),
+                };
+                s.extend(b"cd ");
+                s.extend(quote(dir)?);
+                s.extend(b"\nmknod \"");
+                s.extend(name);
+                writeln!(s, "\" {spec}\ncd /")?;
+            }
+            Kind::Socket if disk_type.is_none() => warnings.push(format!(
+                "{}: sockets are made by programs at run time; not put in the image",
+                e.path_display()
+            )),
+            _ => bail!(
+                "{} is a {:o} on disk but the tree says {:o}",
+                e.path_display(),
+                disk_type.unwrap_or(0),
+                e.kind.format_bits()
+            ),
+        }
+    }
+    Ok((s, warnings))
+}
+
+/// Give every inode the tree's owner, mode and time by editing the inodes in place
+/// (ext4_inodes.rs), finding them through the directories, parents first.
+fn set_in_place(tree: &Tree, image: &Path, offset: u64) -> Result<()> {
+    use super::ext4_inodes::{Attrs, Fs};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(image)?;
+    let fs = Fs::open(&f, offset)?;
+    let mut dirs: HashMap<&[u8], HashMap<Vec<u8>, u64>> = HashMap::new();
+    let mut done = HashSet::new();
+    for e in &tree.entries {
+        let ino = if e.path.is_empty() {
+            2
+        } else {
+            let (parent, name) = match e.path.iter().rposition(|c| *c == b'/') {
+                Some(i) => (&e.path[..i], &e.path[i + 1..]),
+                None => (&b""[..], &e.path[..]),
+            };
+            match dirs.get(parent).and_then(|d| d.get(name)) {
+                Some(i) => *i,
+                None if e.kind == Kind::Socket => continue,
+                None => bail!("{} is missing from the filesystem", e.path_display()),
+            }
+        };
+        if e.kind == Kind::Dir {
+            dirs.insert(&e.path, fs.list_dir(ino)?);
+        }
+        if done.insert(ino) {
+            fs.set(
+                ino,
+                &Attrs {
+                    mode: e.mode(),
+                    uid: e.uid,
+                    gid: e.gid,
+                    time: e.mtime,
+                },
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// A symlink target as a debugfs argument (double-quoted, as is).

@@ -3,6 +3,7 @@
 
 pub mod erofs;
 pub mod ext4;
+mod ext4_inodes;
 pub mod xfs;
 
 use std::process::Command;
