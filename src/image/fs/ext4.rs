@@ -1,7 +1,8 @@
 //! ext4 straight into the partition: `mkfs.ext4 -d` at the partition's byte offset with
-//! an explicit block count, then one `debugfs -w` script that makes every inode say what
-//! the tree (disk + metadata) says — owners, modes, times — and creates the device
-//! nodes and FIFOs an unprivileged build could not put on disk. No mount, no root.
+//! an explicit block count; a `debugfs -w` script creates what an unprivileged build
+//! could not put on disk (device nodes, FIFOs, entries only in the metadata); then every
+//! inode is given the tree's owner, mode and times in place (ext4_inodes.rs), with a
+//! debugfs `sif` script as the fallback. No mount, no root.
 //!
 //! No host configuration leaks in: mke2fs reads a config osbuilder writes (explicit
 //! features), the UUID and directory hash seed come from the seed, and every timestamp
