@@ -234,6 +234,7 @@ pub fn build(o: &Options) -> Result<Report> {
                 uuid: gpt::uuid_text(&fs_uuid),
                 hash_seed: gpt::uuid_text(&gpt::derive_uuid_bytes(&seed, "ext4-hash-seed")),
                 now,
+                debugfs_only: false,
             };
             (Plan::Ext4(e), blocks * bs)
         }

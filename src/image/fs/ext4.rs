@@ -67,6 +67,8 @@ pub struct Ext4 {
     pub hash_seed: String,
     /// SOURCE_DATE_EPOCH, or now.
     pub now: i64,
+    /// Set attributes with debugfs commands only (the fallback; tests exercise it).
+    pub debugfs_only: bool,
 }
 
 impl Ext4 {
@@ -129,10 +131,17 @@ impl Ext4 {
         }
         // 2. Owners, modes and times, written into the inodes directly; debugfs, one
         //    command per field, if the filesystem holds anything unexpected.
-        if let Err(e) = set_in_place(tree, image, offset) {
-            warnings.push(format!(
-                "setting inodes in place failed ({e:#}); used debugfs"
-            ));
+        let in_place = if self.debugfs_only {
+            Err(anyhow::anyhow!("debugfs requested"))
+        } else {
+            set_in_place(tree, image, offset)
+        };
+        if let Err(e) = in_place {
+            if !self.debugfs_only {
+                warnings.push(format!(
+                    "setting inodes in place failed ({e:#}); used debugfs"
+                ));
+            }
             let inodes = self.list_inodes(tree, &device, work)?;
             let (script, _) = self.fixup_script(tree, &inodes)?;
             debugfs(&device, &script, work, true, self.now)?;
@@ -489,4 +498,95 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
         );
     }
     Ok(out.stdout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::fs::find_tool;
+    use crate::image::size;
+    use crate::tree::{Mtree, ScanOptions};
+
+    /// Both ways of applying the metadata (in place, and the debugfs fallback) give a
+    /// clean filesystem with the tree's attributes.
+    #[test]
+    fn in_place_and_debugfs_fallback_agree() {
+        for t in ["mkfs.ext4", "debugfs", "e2fsck"] {
+            assert!(find_tool(t).is_some(), "{t} is needed (e2fsprogs)");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("root");
+        std::fs::create_dir_all(r.join("dev")).unwrap();
+        std::fs::create_dir_all(r.join("etc")).unwrap();
+        std::fs::write(r.join("etc/f"), b"x").unwrap();
+        std::fs::write(r.join("dev/null"), b"").unwrap();
+        let m = Mtree::parse(
+            b". uid=0 gid=0 mode=0755\n./etc/f uid=70000 gid=3 mode=4751 time=1234\n\
+              ./dev/null type=char device=1,3 mode=0666\n./run type=dir mode=0700\n",
+        )
+        .unwrap();
+        let opts = ScanOptions {
+            metadata: Some(m),
+            all_root: false,
+            clamp_mtime: Some(5000),
+        };
+        let tree = Tree::scan(&r, &opts).unwrap();
+        let need = size::ext4_need(&tree, 4096);
+        let blocks = size::ext4_min_blocks(&need, need.inodes, 4096);
+        let geometry = size::ext4_geometry(blocks, need.inodes, 4096).unwrap();
+        for debugfs_only in [false, true] {
+            let img = d.path().join(format!("{debugfs_only}.img"));
+            let f = std::fs::File::create(&img).unwrap();
+            f.set_len(blocks * 4096 + 4096).unwrap();
+            let e = Ext4 {
+                block_size: 4096,
+                inodes: geometry.inodes,
+                need,
+                uuid: "2f1a3e1c-4b1d-4c55-8e1f-0123456789ab".into(),
+                hash_seed: "3f1a3e1c-4b1d-4c55-8e1f-0123456789ab".into(),
+                now: 5000,
+                debugfs_only,
+            };
+            let w = e.make(&tree, &img, 4096, blocks * 4096, d.path()).unwrap();
+            assert!(w.is_empty(), "{w:?}");
+            let mut dev = img.as_os_str().to_owned();
+            dev.push("?offset=4096");
+            let fsck = std::process::Command::new(find_tool("e2fsck").unwrap())
+                .arg("-fn")
+                .arg(&dev)
+                .output()
+                .unwrap();
+            assert!(
+                fsck.status.success(),
+                "{}",
+                String::from_utf8_lossy(&fsck.stdout)
+            );
+            let stat = |p: &str| {
+                let o = std::process::Command::new(find_tool("debugfs").unwrap())
+                    .arg("-R")
+                    .arg(format!("stat {p}"))
+                    .arg(&dev)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout).into_owned()
+            };
+            let f = stat("/etc/f");
+            assert!(f.contains("Mode:  04751"), "{debugfs_only}: {f}");
+            assert!(
+                f.contains("User: 70000   Group:     3"),
+                "{debugfs_only}: {f}"
+            );
+            assert!(
+                f.contains("mtime: 0x000004d2:00000000"),
+                "{debugfs_only}: {f}"
+            );
+            assert!(
+                f.contains("ctime: 0x000004d2:00000000"),
+                "{debugfs_only}: {f}"
+            );
+            let n = stat("/dev/null");
+            assert!(n.contains("Device major/minor number: 01:03"), "{n}");
+            assert!(stat("/run").contains("Mode:  0700"));
+        }
+    }
 }
