@@ -430,6 +430,13 @@ fn sizes_are_exact_and_errors_clear() {
         .parse()
         .unwrap();
     assert!(free * 4096 >= 20 * MIB, "free {free} blocks");
+    // A fixed size is exact, and the filesystem fills the partition.
+    image_ok(&r, &["-o", o, "--no-dax", "--size-mb", "40"]);
+    assert_eq!(std::fs::metadata(&img).unwrap().len(), 40 * MIB);
+    let p = partitions(&img);
+    assert_eq!(p[0].0 + p[0].1, 40 * MIB);
+    extract(&img, p[0].0, p[0].1, &part);
+    run(Command::new("e2fsck").arg("-fn").arg(&part));
     // A fixed size that cannot hold the tree is an error, and leaves nothing behind.
     let small = d.path().join("small.img");
     let out = image(
