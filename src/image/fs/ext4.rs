@@ -419,7 +419,7 @@ fn set_in_place(tree: &Tree, image: &Path, offset: u64) -> Result<()> {
             )?;
         }
     }
-    Ok(())
+    fs.flush()
 }
 
 /// A symlink target as a debugfs argument (double-quoted, as is).

@@ -51,6 +51,9 @@ pub struct Fs<'a> {
     ipg: u64,
     inode_tables: Vec<u64>,
     csum_seed: u32,
+    /// Inode-table blocks read so far, by byte position; written back by `flush`
+    /// (one read and one write per block instead of per inode).
+    cache: std::cell::RefCell<HashMap<u64, Vec<u8>>>,
 }
 
 /// What to give one inode.
@@ -101,19 +104,48 @@ impl<'a> Fs<'a> {
             ipg: le32(&sb, 0x28) as u64,
             inode_tables,
             csum_seed: crc32c(!0, &sb[0x68..0x78]),
+            cache: Default::default(),
         })
     }
 
-    fn inode_pos(&self, ino: u64) -> u64 {
+    /// (byte position of the inode-table block, offset of the inode in it)
+    fn inode_slot(&self, ino: u64) -> (u64, usize) {
         let g = ((ino - 1) / self.ipg) as usize;
-        let i = (ino - 1) % self.ipg;
-        self.offset + self.inode_tables[g] * self.bs + i * self.inode_size
+        let at = ((ino - 1) % self.ipg) * self.inode_size;
+        let block = self.offset + self.inode_tables[g] * self.bs + at / self.bs * self.bs;
+        (block, (at % self.bs) as usize)
+    }
+
+    fn with_block<T>(&self, pos: u64, f: impl FnOnce(&mut [u8]) -> T) -> Result<T> {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.contains_key(&pos) {
+            let mut b = vec![0u8; self.bs as usize];
+            self.file.read_exact_at(&mut b, pos)?;
+            cache.insert(pos, b);
+        }
+        Ok(f(cache.get_mut(&pos).expect("just inserted")))
     }
 
     fn read_inode(&self, ino: u64) -> Result<Vec<u8>> {
-        let mut b = vec![0u8; self.inode_size as usize];
-        self.file.read_exact_at(&mut b, self.inode_pos(ino))?;
-        Ok(b)
+        let (pos, off) = self.inode_slot(ino);
+        let n = self.inode_size as usize;
+        self.with_block(pos, |b| b[off..off + n].to_vec())
+    }
+
+    fn write_inode(&self, ino: u64, inode: &[u8]) -> Result<()> {
+        let (pos, off) = self.inode_slot(ino);
+        self.with_block(pos, |b| b[off..off + inode.len()].copy_from_slice(inode))
+    }
+
+    /// Write the modified inode-table blocks back.
+    pub fn flush(&self) -> Result<()> {
+        let cache = self.cache.borrow();
+        let mut blocks: Vec<_> = cache.iter().collect();
+        blocks.sort_by_key(|(pos, _)| **pos);
+        for (pos, b) in blocks {
+            self.file.write_all_at(b, *pos)?;
+        }
+        Ok(())
     }
 
     /// Physical blocks of an extent-mapped inode, in logical order.
@@ -213,8 +245,7 @@ impl<'a> Fs<'a> {
         c = crc32c(c, &b);
         b[0x7c..0x7e].copy_from_slice(&(c as u16).to_le_bytes());
         b[0x82..0x84].copy_from_slice(&((c >> 16) as u16).to_le_bytes());
-        self.file.write_all_at(&b, self.inode_pos(ino))?;
-        Ok(())
+        self.write_inode(ino, &b)
     }
 }
 
