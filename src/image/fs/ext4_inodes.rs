@@ -118,12 +118,15 @@ impl<'a> Fs<'a> {
 
     fn with_block<T>(&self, pos: u64, f: impl FnOnce(&mut [u8]) -> T) -> Result<T> {
         let mut cache = self.cache.borrow_mut();
-        if !cache.contains_key(&pos) {
-            let mut b = vec![0u8; self.bs as usize];
-            self.file.read_exact_at(&mut b, pos)?;
-            cache.insert(pos, b);
-        }
-        Ok(f(cache.get_mut(&pos).expect("just inserted")))
+        let b = match cache.entry(pos) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut b = vec![0u8; self.bs as usize];
+                self.file.read_exact_at(&mut b, pos)?;
+                e.insert(b)
+            }
+        };
+        Ok(f(b))
     }
 
     fn read_inode(&self, ino: u64) -> Result<Vec<u8>> {
