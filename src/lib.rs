@@ -7,6 +7,7 @@ pub mod arch;
 pub mod cli;
 pub mod compress;
 pub mod distro;
+pub mod image;
 pub mod initrd;
 pub mod matrix;
 pub mod mirror;

@@ -1,6 +1,7 @@
 //! Command-line front end: argument parsing and dispatch. Each subcommand lives in its own
 //! file with an `Args` struct and a `run` function; the work itself is in the library.
 
+mod image;
 mod initrd;
 mod matrix;
 mod rootfs;
@@ -41,6 +42,8 @@ enum Command {
     Initrd(initrd::Args),
     /// Build a distro rootfs natively (verified packages, no root, any arch)
     Rootfs(rootfs::Args),
+    /// Pack a rootfs into a bootable disk image (ext4/xfs/erofs, MBR/GPT, DAX, dm-verity)
+    Image(image::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -51,6 +54,7 @@ pub fn main() -> i32 {
         Command::Matrix(a) => matrix::run(a),
         Command::Initrd(a) => initrd::run(a),
         Command::Rootfs(a) => rootfs::run(a),
+        Command::Image(a) => image::run(a),
     };
     match result {
         Ok(()) => 0,

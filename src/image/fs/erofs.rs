@@ -1,0 +1,117 @@
+//! erofs with mkfs.erofs. erofs-utils 1.5 (Debian 12) takes owners only from the files it
+//! reads, so the tree is staged (a copy, reflinked where the filesystem can) and
+//! mkfs.erofs runs under fakeroot after a script has given every staged entry the
+//! tree's owner, mode and time and created the device nodes — fakeroot records those
+//! without privileges and reports them to mkfs.erofs. The rootfs itself is not touched.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use super::run_tool;
+use crate::tree::{Kind, Tree, os_path};
+
+pub fn build(tree: &Tree, img: &Path, work: &Path, uuid: &str, now: i64) -> Result<()> {
+    let stage = work.join("stage");
+    stage_tree(tree, &stage)?;
+    // NUL-separated lists, grouped, so a few xargs calls do all the work.
+    let mut owners: BTreeMap<(u32, u32), Vec<u8>> = BTreeMap::new();
+    let mut modes: BTreeMap<u32, Vec<u8>> = BTreeMap::new();
+    let mut times: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
+    let mut specials = Vec::new();
+    for e in &tree.entries {
+        let mut p = b"./".to_vec();
+        p.extend(&e.path);
+        p.push(0);
+        match &e.kind {
+            Kind::CharDev { major, minor } => {
+                specials.push((p.clone(), format!("c {major} {minor}")))
+            }
+            Kind::BlockDev { major, minor } => {
+                specials.push((p.clone(), format!("b {major} {minor}")))
+            }
+            Kind::Fifo => specials.push((p.clone(), "p".into())),
+            Kind::Socket => continue,
+            _ => {}
+        }
+        owners.entry((e.uid, e.gid)).or_default().extend(&p);
+        if !matches!(e.kind, Kind::Symlink { .. }) {
+            modes.entry(e.perm).or_default().extend(&p);
+        }
+        times.entry(e.mtime).or_default().extend(&p);
+    }
+    let mut sh: Vec<u8> = b"set -e\ncd \"$1\"\n".to_vec();
+    for (i, (p, spec)) in specials.iter().enumerate() {
+        let f = work.join(format!("special{i}"));
+        std::fs::write(&f, &p[..p.len() - 1])?;
+        // names come from a file, so no quoting is needed
+        writeln!(sh, "mknod \"$(cat '{}')\" {spec}", f.display())?;
+    }
+    let mut n = 0;
+    let mut list = |sh: &mut Vec<u8>, data: &[u8], cmd: String| -> Result<()> {
+        let f = work.join(format!("list{n}"));
+        n += 1;
+        std::fs::write(&f, data)?;
+        writeln!(sh, "xargs -r -0 -a '{}' {cmd}", f.display())?;
+        Ok(())
+    };
+    for ((u, g), l) in &owners {
+        list(&mut sh, l, format!("chown -h {u}:{g}"))?;
+    }
+    for (m, l) in &modes {
+        list(&mut sh, l, format!("chmod {m:o}"))?;
+    }
+    for (t, l) in &times {
+        list(&mut sh, l, format!("touch -h -d @{t}"))?;
+    }
+    writeln!(
+        sh,
+        "mkfs.erofs --quiet -zlz4hc -T {now} --preserve-mtime -U {uuid} \"$2\" ."
+    )?;
+    let script = work.join("erofs.sh");
+    std::fs::write(&script, &sh)?;
+    let mut cmd = super::tool("fakeroot");
+    cmd.env("LC_ALL", "C")
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .arg("--")
+        .arg("sh")
+        .arg(&script)
+        .arg(&stage)
+        .arg(img);
+    run_tool(&mut cmd, "mkfs.erofs (under fakeroot)")
+}
+
+/// Recreate the tree's directories, files (copied), hard links and symlinks under `stage`.
+fn stage_tree(tree: &Tree, stage: &Path) -> Result<()> {
+    let mut firsts: std::collections::HashMap<u32, std::path::PathBuf> = Default::default();
+    std::fs::create_dir(stage)?;
+    for e in &tree.entries {
+        if e.path.is_empty() {
+            continue;
+        }
+        let dst = stage.join(os_path(&e.path));
+        match &e.kind {
+            Kind::Dir => std::fs::create_dir(&dst)?,
+            Kind::File { source, .. } => {
+                if let Some(first) = e.link_group.and_then(|g| firsts.get(&g)) {
+                    std::fs::hard_link(first, &dst)?;
+                } else {
+                    std::fs::copy(source, &dst)
+                        .with_context(|| format!("staging {} for mkfs.erofs", source.display()))?;
+                    // the tree's mode is applied later; keep it readable for mkfs.erofs
+                    if let Some(g) = e.link_group {
+                        firsts.insert(g, dst.clone());
+                    }
+                }
+            }
+            Kind::Symlink { target } => {
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &dst)?
+            }
+            _ => {} // device nodes and FIFOs are made under fakeroot
+        }
+    }
+    Ok(())
+}
