@@ -9,5 +9,7 @@ pub mod compress;
 pub mod distro;
 pub mod initrd;
 pub mod matrix;
+pub mod mirror;
 pub mod output;
+pub mod pkg;
 pub mod tree;

@@ -1,0 +1,972 @@
+//! Safe extraction of package payloads (tar streams) into a rootfs.
+//!
+//! Every path is resolved one directory at a time from a descriptor of the root, with
+//! `O_NOFOLLOW` on each component, the way the kernel's `RESOLVE_IN_ROOT` would: a symlink
+//! met on the way (made by an earlier entry, an earlier package, or the merged-/usr
+//! aliases) is followed *inside* the root — an absolute target restarts at the root — and
+//! a `..` that would climb above the root is refused. Entries whose own name is absolute
+//! or contains `..` are refused outright; hard links may only point at files already in
+//! the root. The last component is never followed: a file replaces a symlink, it does not
+//! write through it.
+//!
+//! As root, ownership, modes and device nodes are applied on disk. As an unprivileged user
+//! they are recorded in the rootfs [`Mtree`] (every entry gets its type, uid, gid and
+//! mode), devices exist only there, and directories stay owner-writable on disk so the
+//! build can go on; packers merge the two (see `tree::Tree::scan`).
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use crate::tree::mtree::{MEntry, MType, Mtree};
+
+/// Rewrites an archive path (normalised, no leading `/`) to where it goes in the rootfs,
+/// e.g. a distro's merged-/usr policy (`bin/sh` → `usr/bin/sh`). `None` keeps the path.
+pub type PathRewrite = Box<dyn Fn(&[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
+pub struct ExtractOptions {
+    /// Apply ownership and device nodes on disk. Default: when running as root.
+    pub privileged: bool,
+    pub rewrite: Option<PathRewrite>,
+}
+
+impl Default for ExtractOptions {
+    fn default() -> Self {
+        ExtractOptions {
+            privileged: unsafe { libc::geteuid() } == 0,
+            rewrite: None,
+        }
+    }
+}
+
+/// One entry placed in the rootfs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Installed {
+    /// As the archive named it, normalised to "/a/b" ("/." for the root).
+    pub path: Vec<u8>,
+    /// Where it is in the rootfs (after rewrite and in-root symlink resolution), "a/b".
+    pub on_disk: Vec<u8>,
+    pub kind: MType,
+}
+
+/// Owner and permission bits for something the backend creates itself.
+#[derive(Clone, Copy, Debug)]
+pub struct Attrs {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+impl Attrs {
+    pub fn root(mode: u32, mtime: i64) -> Attrs {
+        Attrs {
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime,
+        }
+    }
+}
+
+pub struct Extractor {
+    root: PathBuf,
+    root_fd: OwnedFd,
+    privileged: bool,
+    rewrite: Option<PathRewrite>,
+    mtree: Mtree,
+    /// Directory mode and mtime, applied at the end (children change a dir's mtime, and an
+    /// unwritable mode would stop later entries).
+    dirs: BTreeMap<Vec<u8>, (u32, i64)>,
+}
+
+const MAX_SYMLINKS: usize = 40;
+
+fn cstr(b: &[u8]) -> Result<CString> {
+    CString::new(b).with_context(|| format!("path {:?} contains NUL", String::from_utf8_lossy(b)))
+}
+
+fn errno() -> std::io::Error {
+    std::io::Error::last_os_error()
+}
+
+fn show(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+/// Split an archive path into components, refusing absolute paths and `..`.
+fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
+    if raw.starts_with(b"/") {
+        bail!(
+            "entry {:?} has an absolute path; refusing to write outside the rootfs",
+            String::from_utf8_lossy(raw)
+        );
+    }
+    let mut out = Vec::new();
+    for c in raw.split(|b| *b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => bail!(
+                "entry {:?} climbs out with '..'; refusing to write outside the rootfs",
+                String::from_utf8_lossy(raw)
+            ),
+            c => out.push(c.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum FileType {
+    Dir,
+    Symlink,
+    Other,
+}
+
+fn fstatat_nofollow(dir: RawFd, name: &CString) -> std::io::Result<libc::stat> {
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if r != 0 { Err(errno()) } else { Ok(st) }
+}
+
+fn file_type(st: &libc::stat) -> FileType {
+    match st.st_mode & libc::S_IFMT {
+        libc::S_IFDIR => FileType::Dir,
+        libc::S_IFLNK => FileType::Symlink,
+        _ => FileType::Other,
+    }
+}
+
+fn readlinkat(dir: RawFd, name: &CString) -> Result<Vec<u8>> {
+    let mut buf = vec![0u8; 4096];
+    let n = unsafe {
+        libc::readlinkat(
+            dir,
+            name.as_ptr(),
+            buf.as_mut_ptr() as *mut libc::c_char,
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(errno()).context("readlink");
+    }
+    buf.truncate(n as usize);
+    Ok(buf)
+}
+
+fn open_dir_at(dir: RawFd, name: &CString) -> std::io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::openat(
+            dir,
+            name.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        Err(errno())
+    } else {
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+}
+
+/// A resolved parent directory: its descriptor, its path in the root, the final name.
+struct Parent {
+    fd: OwnedFd,
+    dir: Vec<u8>,
+    name: Vec<u8>,
+}
+
+impl Parent {
+    fn rel(&self) -> Vec<u8> {
+        join(&self.dir, &self.name)
+    }
+    fn cname(&self) -> Result<CString> {
+        cstr(&self.name)
+    }
+}
+
+fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
+    if dir.is_empty() {
+        name.to_vec()
+    } else {
+        [dir, b"/", name].concat()
+    }
+}
+
+impl Extractor {
+    /// Extract into `root`, an existing directory.
+    pub fn new(root: &Path, opts: ExtractOptions) -> Result<Extractor> {
+        let c = cstr(root.as_os_str().as_encoded_bytes())?;
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(errno()).with_context(|| format!("opening rootfs {}", root.display()));
+        }
+        Ok(Extractor {
+            root: root.to_path_buf(),
+            root_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            privileged: opts.privileged,
+            rewrite: opts.rewrite,
+            mtree: Mtree::new(),
+            dirs: BTreeMap::new(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn privileged(&self) -> bool {
+        self.privileged
+    }
+
+    /// The metadata recorded so far (unprivileged builds).
+    pub fn mtree_mut(&mut self) -> &mut Mtree {
+        &mut self.mtree
+    }
+
+    fn dup_root(&self) -> Result<OwnedFd> {
+        Ok(self.root_fd.try_clone()?)
+    }
+
+    /// Walk `comps` (the directories above the final name) from the root, following
+    /// symlinks in-root. Missing directories are created when `create` is set.
+    fn walk_dirs(&mut self, comps: &[Vec<u8>], create: bool) -> Result<(OwnedFd, Vec<u8>)> {
+        let mut stack: Vec<(OwnedFd, Vec<u8>)> = Vec::new();
+        let mut cur = self.dup_root()?;
+        let mut names: Vec<Vec<u8>> = Vec::new();
+        let mut queue: std::collections::VecDeque<Vec<u8>> = comps.iter().cloned().collect();
+        let mut links = 0;
+        while let Some(comp) = queue.pop_front() {
+            match comp.as_slice() {
+                b"" | b"." => continue,
+                b".." => {
+                    let Some((fd, _)) = stack.pop() else {
+                        bail!(
+                            "a symlink on the way to {} climbs above the rootfs; refusing",
+                            show(&join(&names.concat(), b""))
+                        );
+                    };
+                    cur = fd;
+                    names.pop();
+                    continue;
+                }
+                _ => {}
+            }
+            let c = cstr(&comp)?;
+            let st = match fstatat_nofollow(cur.as_raw_fd(), &c) {
+                Ok(st) => Some(st),
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
+                Err(e) => return Err(e).context(format!("looking up {}", show(&comp))),
+            };
+            match st.as_ref().map(file_type) {
+                None if create => {
+                    let dir = names.join(&b'/');
+                    self.mkdir_raw(cur.as_raw_fd(), &c, &join(&dir, &comp), None)?;
+                }
+                None => bail!("{} does not exist", show(&join(&names.join(&b'/'), &comp))),
+                Some(FileType::Dir) => {}
+                Some(FileType::Symlink) => {
+                    links += 1;
+                    if links > MAX_SYMLINKS {
+                        bail!("too many levels of symlinks at {}", show(&comp));
+                    }
+                    let target = readlinkat(cur.as_raw_fd(), &c)?;
+                    if target.starts_with(b"/") {
+                        stack.clear();
+                        names.clear();
+                        cur = self.dup_root()?;
+                    }
+                    let parts: Vec<&[u8]> = target.split(|b| *b == b'/').collect();
+                    for t in parts.into_iter().rev() {
+                        queue.push_front(t.to_vec());
+                    }
+                    continue;
+                }
+                Some(FileType::Other) => bail!(
+                    "{} is not a directory",
+                    show(&join(&names.join(&b'/'), &comp))
+                ),
+            }
+            let next = open_dir_at(cur.as_raw_fd(), &c)
+                .with_context(|| format!("opening {}", show(&comp)))?;
+            stack.push((std::mem::replace(&mut cur, next), comp.clone()));
+            names.push(comp);
+        }
+        Ok((cur, names.join(&b'/')))
+    }
+
+    /// Resolve the parent of an archive path (after rewrite); the final name is not followed.
+    fn parent_of(&mut self, archive_path: &[u8], create: bool) -> Result<Option<Parent>> {
+        let mut comps = archive_components(archive_path)?;
+        if let Some(rw) = &self.rewrite {
+            let joined = comps.join(&b'/');
+            if let Some(new) = rw(&joined) {
+                comps = archive_components(&new)?;
+            }
+        }
+        let Some(name) = comps.pop() else {
+            return Ok(None); // the root itself
+        };
+        let (fd, dir) = self.walk_dirs(&comps, create)?;
+        Ok(Some(Parent { fd, dir, name }))
+    }
+
+    fn mkdir_raw(
+        &mut self,
+        dir: RawFd,
+        name: &CString,
+        rel: &[u8],
+        a: Option<Attrs>,
+    ) -> Result<()> {
+        let r = unsafe { libc::mkdirat(dir, name.as_ptr(), 0o755) };
+        if r != 0 {
+            return Err(errno()).with_context(|| format!("creating directory {}", show(rel)));
+        }
+        let a = a.unwrap_or(Attrs::root(0o755, 0));
+        self.apply_owner(dir, name, rel, MType::Dir, a, None)?;
+        self.dirs.insert(rel.to_vec(), (a.mode, a.mtime));
+        Ok(())
+    }
+
+    /// Ownership on disk (root) or in the metadata (unprivileged), plus the mode for
+    /// non-directories (directory modes are applied in `finish`).
+    fn apply_owner(
+        &mut self,
+        dir: RawFd,
+        name: &CString,
+        rel: &[u8],
+        kind: MType,
+        a: Attrs,
+        device: Option<(u32, u32)>,
+    ) -> Result<()> {
+        if self.privileged {
+            let r = unsafe {
+                libc::fchownat(dir, name.as_ptr(), a.uid, a.gid, libc::AT_SYMLINK_NOFOLLOW)
+            };
+            if r != 0 {
+                return Err(errno()).with_context(|| format!("chown {}", show(rel)));
+            }
+        } else {
+            self.mtree.remove(rel);
+            self.mtree.set(
+                rel,
+                MEntry {
+                    kind: Some(kind),
+                    uid: Some(a.uid),
+                    gid: Some(a.gid),
+                    mode: (kind != MType::Link).then_some(a.mode & 0o7777),
+                    device,
+                    link: None,
+                    time: None,
+                },
+            );
+        }
+        if !matches!(kind, MType::Dir | MType::Link) {
+            // After chown: chown clears setuid bits.
+            let r = unsafe { libc::fchmodat(dir, name.as_ptr(), a.mode & 0o7777, 0) };
+            if r != 0 && kind != MType::Char && kind != MType::Block {
+                return Err(errno()).with_context(|| format!("chmod {}", show(rel)));
+            }
+        }
+        if kind != MType::Dir {
+            set_mtime(dir, name, a.mtime);
+        }
+        Ok(())
+    }
+
+    /// Make room for a new non-directory entry: remove whatever non-directory is there.
+    /// Returns true when a directory is in the way (an empty one is removed).
+    fn clear_slot(&mut self, p: &Parent, replace_dir: bool) -> Result<bool> {
+        let c = p.cname()?;
+        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("looking up {}", show(&p.rel()))),
+            Ok(st) if file_type(&st) == FileType::Dir => {
+                if replace_dir
+                    && unsafe { libc::unlinkat(p.fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) }
+                        == 0
+                {
+                    self.dirs.remove(&p.rel());
+                    self.mtree.remove(&p.rel());
+                    return Ok(false);
+                }
+                Ok(true)
+            }
+            Ok(_) => {
+                if unsafe { libc::unlinkat(p.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
+                    return Err(errno()).with_context(|| format!("replacing {}", show(&p.rel())));
+                }
+                self.mtree.remove(&p.rel());
+                Ok(false)
+            }
+        }
+    }
+
+    /// Create a directory (and missing parents). An existing directory, or a symlink that
+    /// resolves in-root to one (merged-/usr aliases), is kept as it is.
+    pub fn create_dir(&mut self, path: &[u8], a: Attrs) -> Result<Vec<u8>> {
+        let Some(p) = self.parent_of(path, true)? else {
+            return Ok(Vec::new());
+        };
+        let c = p.cname()?;
+        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
+            Ok(st) if file_type(&st) == FileType::Dir => Ok(p.rel()),
+            Ok(st) if file_type(&st) == FileType::Symlink => {
+                // Must lead to a directory inside the root.
+                let mut comps: Vec<Vec<u8>> = if p.dir.is_empty() {
+                    Vec::new()
+                } else {
+                    p.dir.split(|b| *b == b'/').map(<[u8]>::to_vec).collect()
+                };
+                comps.push(p.name.clone());
+                let (_, real) = self.walk_dirs(&comps, false).with_context(|| {
+                    format!(
+                        "{} is a symlink that does not lead to a directory in the rootfs",
+                        show(&p.rel())
+                    )
+                })?;
+                Ok(real)
+            }
+            Ok(_) => bail!(
+                "{} exists and is not a directory; cannot create a directory there",
+                show(&p.rel())
+            ),
+            Err(_) => {
+                let rel = p.rel();
+                self.mkdir_raw(p.fd.as_raw_fd(), &c, &rel, Some(a))?;
+                Ok(rel)
+            }
+        }
+    }
+
+    /// Write a regular file from `data`, replacing any non-directory there.
+    pub fn write_file(&mut self, path: &[u8], data: &mut dyn Read, a: Attrs) -> Result<Vec<u8>> {
+        let p = self
+            .parent_of(path, true)?
+            .context("cannot write a file over the rootfs root")?;
+        if self.clear_slot(&p, false)? {
+            bail!(
+                "{} is a directory; cannot replace it with a file",
+                show(&p.rel())
+            );
+        }
+        let c = p.cname()?;
+        let fd = unsafe {
+            libc::openat(
+                p.fd.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o600,
+            )
+        };
+        if fd < 0 {
+            return Err(errno()).with_context(|| format!("creating {}", show(&p.rel())));
+        }
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        std::io::copy(data, &mut f).with_context(|| format!("writing {}", show(&p.rel())))?;
+        f.flush()?;
+        drop(f);
+        let rel = p.rel();
+        self.apply_owner(p.fd.as_raw_fd(), &c, &rel, MType::File, a, None)?;
+        Ok(rel)
+    }
+
+    /// Create (or replace) a symlink. The target is stored as given; it is only ever
+    /// followed in-root by this extractor.
+    pub fn symlink(&mut self, path: &[u8], target: &[u8], a: Attrs) -> Result<Vec<u8>> {
+        let p = self
+            .parent_of(path, true)?
+            .context("cannot replace the rootfs root with a symlink")?;
+        if self.clear_slot(&p, true)? {
+            bail!(
+                "{} is a non-empty directory; cannot replace it with a symlink to {}",
+                show(&p.rel()),
+                String::from_utf8_lossy(target)
+            );
+        }
+        let c = p.cname()?;
+        let t = cstr(target)?;
+        if unsafe { libc::symlinkat(t.as_ptr(), p.fd.as_raw_fd(), c.as_ptr()) } != 0 {
+            return Err(errno()).with_context(|| format!("creating symlink {}", show(&p.rel())));
+        }
+        let rel = p.rel();
+        self.apply_owner(p.fd.as_raw_fd(), &c, &rel, MType::Link, a, None)?;
+        Ok(rel)
+    }
+
+    /// Hard-link `path` to `target`, an archive path of a file already extracted.
+    pub fn hard_link(&mut self, path: &[u8], target: &[u8]) -> Result<Vec<u8>> {
+        let src = self
+            .parent_of(target, false)
+            .with_context(|| format!("hard link target {:?}", String::from_utf8_lossy(target)))?
+            .context("a hard link cannot point at the root")?;
+        let sc = src.cname()?;
+        let st = fstatat_nofollow(src.fd.as_raw_fd(), &sc).with_context(|| {
+            format!(
+                "hard link {} points at {}, which is not in the rootfs",
+                show(path),
+                show(&src.rel())
+            )
+        })?;
+        if file_type(&st) == FileType::Dir {
+            bail!("hard link {} points at a directory", show(path));
+        }
+        let dst = self
+            .parent_of(path, true)?
+            .context("cannot hard-link over the root")?;
+        if self.clear_slot(&dst, false)? {
+            bail!(
+                "{} is a directory; cannot replace it with a hard link",
+                show(&dst.rel())
+            );
+        }
+        let dc = dst.cname()?;
+        if unsafe {
+            libc::linkat(
+                src.fd.as_raw_fd(),
+                sc.as_ptr(),
+                dst.fd.as_raw_fd(),
+                dc.as_ptr(),
+                0,
+            )
+        } != 0
+        {
+            return Err(errno()).with_context(|| format!("hard-linking {}", show(&dst.rel())));
+        }
+        let rel = dst.rel();
+        if !self.privileged {
+            if let Some(e) = self.mtree.get(&src.rel()).cloned() {
+                self.mtree.set(&rel, e);
+            }
+        }
+        Ok(rel)
+    }
+
+    /// A device node (root: on disk; unprivileged: in the metadata only) or a FIFO.
+    pub fn special(
+        &mut self,
+        path: &[u8],
+        kind: MType,
+        device: (u32, u32),
+        a: Attrs,
+    ) -> Result<Vec<u8>> {
+        let p = self
+            .parent_of(path, true)?
+            .context("cannot replace the root")?;
+        if self.clear_slot(&p, false)? {
+            bail!("{} is a directory", show(&p.rel()));
+        }
+        let c = p.cname()?;
+        let rel = p.rel();
+        let fmt = match kind {
+            MType::Char => libc::S_IFCHR,
+            MType::Block => libc::S_IFBLK,
+            MType::Fifo => libc::S_IFIFO,
+            other => bail!("{} has unsupported type {}", show(&rel), other.name()),
+        };
+        if self.privileged || kind == MType::Fifo {
+            let dev = libc::makedev(device.0, device.1);
+            if unsafe { libc::mknodat(p.fd.as_raw_fd(), c.as_ptr(), fmt | 0o600, dev) } != 0 {
+                return Err(errno()).with_context(|| format!("creating {}", show(&rel)));
+            }
+            self.apply_owner(p.fd.as_raw_fd(), &c, &rel, kind, a, None)?;
+        } else {
+            self.mtree.remove(&rel);
+            self.mtree.set(
+                &rel,
+                MEntry {
+                    kind: Some(kind),
+                    uid: Some(a.uid),
+                    gid: Some(a.gid),
+                    mode: Some(a.mode & 0o7777),
+                    device: Some(device),
+                    link: None,
+                    time: Some(a.mtime),
+                },
+            );
+        }
+        Ok(rel)
+    }
+
+    /// Remove a non-directory entry if present (used by configure steps).
+    pub fn remove_file(&mut self, path: &[u8]) -> Result<()> {
+        if let Some(p) = self.parent_of(path, false).ok().flatten() {
+            self.clear_slot(&p, false)?;
+        }
+        Ok(())
+    }
+
+    /// Read a regular file, resolving symlinks in-root (None when absent).
+    pub fn read_file(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut comps = archive_components(path)?;
+        for _ in 0..MAX_SYMLINKS {
+            let Some(name) = comps.pop() else {
+                return Ok(None);
+            };
+            let Ok((fd, dir)) = self.walk_dirs(&comps, false) else {
+                return Ok(None);
+            };
+            let c = cstr(&name)?;
+            match fstatat_nofollow(fd.as_raw_fd(), &c) {
+                Err(_) => return Ok(None),
+                Ok(st) if file_type(&st) == FileType::Symlink => {
+                    let t = readlinkat(fd.as_raw_fd(), &c)?;
+                    let base = if t.starts_with(b"/") { Vec::new() } else { dir };
+                    let joined = join(&base, &t);
+                    comps = joined
+                        .split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    // '..' inside the link target is resolved by walk_dirs (and refused
+                    // above the root); a trailing '..' cannot name a file.
+                    continue;
+                }
+                Ok(st) if file_type(&st) == FileType::Other => {
+                    let f = unsafe {
+                        libc::openat(
+                            fd.as_raw_fd(),
+                            c.as_ptr(),
+                            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                        )
+                    };
+                    if f < 0 {
+                        return Err(errno()).with_context(|| format!("reading {}", show(path)));
+                    }
+                    let mut file = unsafe { std::fs::File::from_raw_fd(f) };
+                    let mut out = Vec::new();
+                    file.read_to_end(&mut out)?;
+                    return Ok(Some(out));
+                }
+                Ok(_) => return Ok(None),
+            }
+        }
+        bail!("too many levels of symlinks reading {}", show(path))
+    }
+
+    /// Extract a whole tar stream. `origin` names the package in errors.
+    pub fn unpack<R: Read>(&mut self, reader: R, origin: &str) -> Result<Vec<Installed>> {
+        let mut ar = tar::Archive::new(reader);
+        self.unpack_archive(&mut ar, origin, &mut |_| Ok(true))
+    }
+
+    /// Extract a tar archive; `filter` sees each entry first and may skip it (false), e.g.
+    /// APK's `.PKGINFO` and signature members.
+    pub fn unpack_archive<R: Read>(
+        &mut self,
+        ar: &mut tar::Archive<R>,
+        origin: &str,
+        filter: &mut dyn FnMut(&tar::Entry<'_, R>) -> Result<bool>,
+    ) -> Result<Vec<Installed>> {
+        let mut out = Vec::new();
+        for entry in ar
+            .entries()
+            .with_context(|| format!("reading the payload of {origin}"))?
+        {
+            let mut entry = entry.with_context(|| format!("reading the payload of {origin}"))?;
+            if !filter(&entry)? {
+                continue;
+            }
+            let raw = entry.path_bytes().into_owned();
+            let item = self
+                .unpack_entry(&mut entry, &raw)
+                .with_context(|| format!("{origin}: {}", String::from_utf8_lossy(&raw)))?;
+            if let Some(i) = item {
+                out.push(i);
+            }
+        }
+        Ok(out)
+    }
+
+    fn unpack_entry<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        raw: &[u8],
+    ) -> Result<Option<Installed>> {
+        let h = entry.header();
+        let a = Attrs {
+            mode: h.mode()? & 0o7777,
+            uid: h.uid()? as u32,
+            gid: h.gid()? as u32,
+            mtime: h.mtime()? as i64,
+        };
+        let et = h.entry_type();
+        let comps = archive_components(raw)?;
+        let path = [b"/".as_slice(), &comps.join(&b'/')].concat();
+        let (kind, on_disk) = match et {
+            tar::EntryType::Directory => {
+                if comps.is_empty() {
+                    return Ok(None);
+                }
+                (MType::Dir, self.create_dir(raw, a)?)
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                (MType::File, self.write_file(raw, entry, a)?)
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .context("symlink without a target")?
+                    .into_owned();
+                (MType::Link, self.symlink(raw, &target, a)?)
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .context("hard link without a target")?
+                    .into_owned();
+                (MType::File, self.hard_link(raw, &target)?)
+            }
+            tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
+                let kind = match et {
+                    tar::EntryType::Char => MType::Char,
+                    tar::EntryType::Block => MType::Block,
+                    _ => MType::Fifo,
+                };
+                let dev = (
+                    h.device_major()?.unwrap_or(0),
+                    h.device_minor()?.unwrap_or(0),
+                );
+                (kind, self.special(raw, kind, dev, a)?)
+            }
+            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader => return Ok(None),
+            other => bail!("unsupported tar entry type {other:?}"),
+        };
+        Ok(Some(Installed {
+            path,
+            on_disk,
+            kind,
+        }))
+    }
+
+    /// Apply directory modes and mtimes (deepest first) and return the metadata.
+    pub fn finish(mut self) -> Result<Mtree> {
+        let dirs = std::mem::take(&mut self.dirs);
+        for (rel, (mode, mtime)) in dirs.iter().rev() {
+            let comps: Vec<Vec<u8>> = rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+            let (fd, _) = match self.walk_dirs(&comps[..comps.len() - 1], false) {
+                Ok(x) => x,
+                Err(_) => continue,
+            };
+            let c = cstr(comps.last().unwrap())?;
+            match fstatat_nofollow(fd.as_raw_fd(), &c) {
+                Ok(st) if file_type(&st) == FileType::Dir => {}
+                _ => continue,
+            }
+            // Unprivileged: keep the owner able to write (the real mode is in the metadata).
+            let disk_mode = if self.privileged {
+                *mode
+            } else {
+                *mode | 0o700
+            };
+            if unsafe { libc::fchmodat(fd.as_raw_fd(), c.as_ptr(), disk_mode, 0) } != 0 {
+                return Err(errno()).with_context(|| format!("chmod {}", show(rel)));
+            }
+            set_mtime(fd.as_raw_fd(), &c, *mtime);
+        }
+        Ok(self.mtree)
+    }
+}
+
+fn set_mtime(dir: RawFd, name: &CString, mtime: i64) {
+    let ts = [
+        libc::timespec {
+            tv_sec: mtime as libc::time_t,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime as libc::time_t,
+            tv_nsec: 0,
+        },
+    ];
+    // Best effort: a timestamp is not worth failing a build for.
+    unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn header(kind: tar::EntryType, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_000_000);
+        h
+    }
+
+    /// Append with a raw name (the tar crate refuses '..' and '/' in set_path).
+    fn raw(
+        b: &mut tar::Builder<Vec<u8>>,
+        kind: tar::EntryType,
+        name: &str,
+        link: Option<&str>,
+        data: &[u8],
+    ) {
+        let mut h = header(kind, data.len() as u64);
+        if matches!(kind, tar::EntryType::Char | tar::EntryType::Block) {
+            h.set_device_major(1).unwrap();
+            h.set_device_minor(3).unwrap();
+        }
+        {
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            if let Some(l) = link {
+                gnu.linkname[..l.len()].copy_from_slice(l.as_bytes());
+            }
+        }
+        h.set_cksum();
+        b.append(&h, data).unwrap();
+    }
+
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("root");
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&root).unwrap();
+        std::fs::create_dir(&outside).unwrap();
+        (d, root, outside)
+    }
+
+    fn ex(root: &Path, privileged: bool) -> Extractor {
+        Extractor::new(
+            root,
+            ExtractOptions {
+                privileged,
+                rewrite: None,
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn ordinary_entries_and_in_root_symlinks() {
+        let (_d, root, _o) = setup();
+        std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+        let t = tar_of(|b| {
+            raw(b, tar::EntryType::Directory, "./", None, b"");
+            raw(b, tar::EntryType::Directory, "./bin/", None, b"");
+            raw(b, tar::EntryType::Regular, "./bin/sh", None, b"#!");
+            raw(
+                b,
+                tar::EntryType::Symlink,
+                "./etc/alt",
+                Some("/usr/bin/sh"),
+                b"",
+            );
+            raw(
+                b,
+                tar::EntryType::Link,
+                "./usr/bin/sh2",
+                Some("./bin/sh"),
+                b"",
+            );
+            raw(b, tar::EntryType::Char, "./dev/null", None, b"");
+        });
+        let mut e = ex(&root, false);
+        let got = e.unpack(&t[..], "test").unwrap();
+        assert_eq!(std::fs::read(root.join("usr/bin/sh")).unwrap(), b"#!");
+        assert!(root.join("bin").is_symlink());
+        assert_eq!(std::fs::read(root.join("usr/bin/sh2")).unwrap(), b"#!");
+        assert_eq!(got[1].path, b"/bin/sh");
+        assert_eq!(got[1].on_disk, b"usr/bin/sh");
+        let m = e.finish().unwrap();
+        assert_eq!(m.get(b"usr/bin/sh").unwrap().uid, Some(0));
+        assert_eq!(m.get(b"dev/null").unwrap().device, Some((1, 3)));
+        assert!(!root.join("dev/null").exists());
+    }
+
+    #[test]
+    fn hostile_entries_leave_nothing_outside() {
+        let (_d, root, outside) = setup();
+        let o = outside.display().to_string();
+        let cases: Vec<Vec<u8>> = vec![
+            tar_of(|b| raw(b, tar::EntryType::Regular, "../outside/x", None, b"x")),
+            tar_of(|b| raw(b, tar::EntryType::Regular, &format!("{o}/x"), None, b"x")),
+            tar_of(|b| {
+                raw(b, tar::EntryType::Symlink, "./esc", Some("../outside"), b"");
+                raw(b, tar::EntryType::Regular, "./esc/x", None, b"x");
+            }),
+            tar_of(|b| {
+                raw(
+                    b,
+                    tar::EntryType::Symlink,
+                    "./esc2",
+                    Some("../../../../../../.."),
+                    b"",
+                );
+                raw(b, tar::EntryType::Regular, "./esc2/x", None, b"x");
+            }),
+            tar_of(|b| {
+                raw(
+                    b,
+                    tar::EntryType::Link,
+                    "./hl",
+                    Some(&format!("../outside/secret")),
+                    b"",
+                )
+            }),
+        ];
+        std::fs::write(outside.join("secret"), b"s").unwrap();
+        for (i, t) in cases.iter().enumerate() {
+            let mut e = ex(&root, false);
+            let r = e.unpack(&t[..], "hostile");
+            assert!(r.is_err(), "case {i} was accepted");
+        }
+        // Absolute symlink targets are followed inside the root, never outside.
+        let t = tar_of(|b| {
+            raw(b, tar::EntryType::Symlink, "./abs", Some(&o), b"");
+            raw(b, tar::EntryType::Regular, "./abs/y", None, b"y");
+            raw(
+                b,
+                tar::EntryType::Link,
+                "./hl2",
+                Some(&format!("{o}/secret")),
+                b"",
+            );
+        });
+        let mut e = ex(&root, false);
+        assert!(e.unpack(&t[..], "hostile").is_err());
+        assert!(
+            root.join(outside.strip_prefix("/").unwrap())
+                .join("y")
+                .exists()
+        );
+        let names: Vec<_> = std::fs::read_dir(&outside)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("secret")]);
+    }
+
+    #[test]
+    fn a_file_replaces_a_symlink_instead_of_writing_through_it() {
+        let (_d, root, outside) = setup();
+        std::fs::write(outside.join("target"), b"keep").unwrap();
+        std::os::unix::fs::symlink(outside.join("target"), root.join("f")).unwrap();
+        let t = tar_of(|b| raw(b, tar::EntryType::Regular, "./f", None, b"new"));
+        ex(&root, false).unpack(&t[..], "t").unwrap();
+        assert_eq!(std::fs::read(outside.join("target")).unwrap(), b"keep");
+        assert_eq!(std::fs::read(root.join("f")).unwrap(), b"new");
+    }
+}

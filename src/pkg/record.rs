@@ -1,0 +1,66 @@
+//! The resolved-package record written beside a rootfs (`<rootfs>.packages.json`): what
+//! was installed, from where, with which digest. Provisioning copies it into
+//! osbuilder.yaml and the SBOM.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstalledPackage {
+    pub name: String,
+    pub version: String,
+    pub arch: String,
+    /// SHA-256 of the package file as downloaded (hex).
+    pub sha256: String,
+    pub size: u64,
+    /// Where it was fetched from.
+    pub url: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRecord {
+    /// Format of this file; bumped on incompatible change.
+    pub schema: u32,
+    pub distro: String,
+    pub version: String,
+    /// Target architecture in the distro's own naming (amd64, aarch64…).
+    pub arch: String,
+    pub init: String,
+    /// Repository base URL(s) the packages came from.
+    pub mirrors: Vec<String>,
+    /// Sorted by name.
+    pub packages: Vec<InstalledPackage>,
+}
+
+/// `<rootfs>.packages.json`, beside the rootfs (like `<rootfs>.mtree`).
+pub fn record_path_for(rootfs: &Path) -> PathBuf {
+    let abs = std::path::absolute(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    let abs: PathBuf = abs.components().collect();
+    let mut name = abs
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "rootfs".into());
+    name.push(".packages.json");
+    abs.with_file_name(name)
+}
+
+/// Write the record atomically to `dest`. Packages are sorted for reproducibility.
+pub fn write_record(dest: &Path, record: &PackageRecord) -> Result<()> {
+    let mut r = record.clone();
+    r.packages
+        .sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
+    let mut text = serde_json::to_string_pretty(&r)?;
+    text.push('\n');
+    let out = crate::output::AtomicFile::create(dest)?;
+    std::io::Write::write_all(&mut out.handle()?, text.as_bytes())
+        .with_context(|| format!("writing {}", dest.display()))?;
+    out.commit()
+}
+
+pub fn read_record(path: &Path) -> Result<PackageRecord> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
