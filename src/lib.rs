@@ -12,4 +12,5 @@ pub mod matrix;
 pub mod mirror;
 pub mod output;
 pub mod pkg;
+pub mod provision;
 pub mod tree;
