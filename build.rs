@@ -72,13 +72,20 @@ fn build_reference_agent() {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
 
     let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["build", "--release", "--offline", "--quiet", "--bin", "agent-init"])
-        .arg("--manifest-path")
-        .arg(agent_dir.join("Cargo.toml"))
-        .arg("--target")
-        .arg(&target)
-        .arg("--target-dir")
-        .arg(&target_dir);
+    cmd.args([
+        "build",
+        "--release",
+        "--offline",
+        "--quiet",
+        "--bin",
+        "agent-init",
+    ])
+    .arg("--manifest-path")
+    .arg(agent_dir.join("Cargo.toml"))
+    .arg("--target")
+    .arg(&target)
+    .arg("--target-dir")
+    .arg(&target_dir);
     for var in [
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_RUSTFLAGS",
@@ -92,7 +99,12 @@ fn build_reference_agent() {
     }
     cmd.env(
         "CARGO_ENCODED_RUSTFLAGS",
-        ["-Ctarget-feature=+crt-static", "-Cstrip=symbols", "-Cpanic=abort"].join("\x1f"),
+        [
+            "-Ctarget-feature=+crt-static",
+            "-Cstrip=symbols",
+            "-Cpanic=abort",
+        ]
+        .join("\x1f"),
     );
     let out = cmd
         .output()

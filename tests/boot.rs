@@ -53,7 +53,12 @@ fn pack_initrd(rootfs: &Path, out: &Path) {
 fn processes_mentioning(needle: &str) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !e
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
@@ -83,7 +88,10 @@ fn assert_no_guest_left(dir: &Path) {
 /// A rootfs whose /sbin/init is the embedded reference agent (the only file).
 fn agent_rootfs(dir: &Path) -> PathBuf {
     let rootfs = dir.join("rootfs");
-    write_exec(&rootfs.join("sbin/init"), osbuilder::agent::reference_agent());
+    write_exec(
+        &rootfs.join("sbin/init"),
+        osbuilder::agent::reference_agent(),
+    );
     rootfs
 }
 
@@ -98,7 +106,14 @@ fn reference_agent_in_an_initrd_boots_reports_ready_and_powers_off() {
     pack_initrd(&rootfs, &initrd);
 
     let out = osbuilder()
-        .args(["boot", "--poweroff", "--timeout", "90", "--verbose", "--kernel"])
+        .args([
+            "boot",
+            "--poweroff",
+            "--timeout",
+            "90",
+            "--verbose",
+            "--kernel",
+        ])
         .arg(&kernel)
         .arg("--initrd")
         .arg(&initrd)
@@ -110,10 +125,16 @@ fn reference_agent_in_an_initrd_boots_reports_ready_and_powers_off() {
         .lines()
         .find(|l| l.starts_with("ready after "))
         .unwrap_or_else(|| panic!("no ready report in {stdout}"));
-    let secs: f64 = ready["ready after ".len()..].split(' ').next().unwrap().parse().unwrap();
+    let secs: f64 = ready["ready after ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!(secs > 0.0 && secs < 90.0, "{ready}");
     assert!(
-        ready.contains(&format!("{READY_MARKER} kernel=6.")) && ready.contains(&format!("arch={}", host())),
+        ready.contains(&format!("{READY_MARKER} kernel=6."))
+            && ready.contains(&format!("arch={}", host())),
         "{ready}"
     );
     assert!(ready.contains(" pid=1 "), "the agent ran as PID 1: {ready}");
@@ -129,14 +150,18 @@ fn reference_agent_in_an_initrd_boots_reports_ready_and_powers_off() {
 
 #[test]
 fn aarch64_busybox_init_script_boots_under_emulation() {
-    let (Some(kernel), Some(busybox)) =
-        (debian::cloud_kernel("arm64"), debian::static_busybox("arm64"))
-    else {
+    let (Some(kernel), Some(busybox)) = (
+        debian::cloud_kernel("arm64"),
+        debian::static_busybox("arm64"),
+    ) else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = tmp.path().join("rootfs");
-    write_exec(&rootfs.join("bin/busybox"), &std::fs::read(&busybox).unwrap());
+    write_exec(
+        &rootfs.join("bin/busybox"),
+        &std::fs::read(&busybox).unwrap(),
+    );
     write_exec(
         &rootfs.join("sbin/init"),
         format!(
@@ -162,7 +187,10 @@ fn aarch64_busybox_init_script_boots_under_emulation() {
         .unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "boot failed:\n{stderr}");
-    assert!(stderr.contains("qemu-system-aarch64") && stderr.contains("console=ttyAMA0"), "{stderr}");
+    assert!(
+        stderr.contains("qemu-system-aarch64") && stderr.contains("console=ttyAMA0"),
+        "{stderr}"
+    );
     assert!(stdout.contains("arch=aarch64 pid=1"), "{stdout}");
     assert!(stdout.contains("powered off after "), "{stdout}");
     assert_no_guest_left(tmp.path());
@@ -221,7 +249,10 @@ fn ext4_disk_image_boots_over_nvme_without_an_initramfs() {
         stderr.contains("root=/dev/nvme0n1p1 rootfstype=ext4 ro"),
         "{stderr}"
     );
-    assert!(stdout.contains(READY_MARKER) && stdout.contains("pid=1"), "{stdout}");
+    assert!(
+        stdout.contains(READY_MARKER) && stdout.contains("pid=1"),
+        "{stdout}"
+    );
     assert!(stdout.contains("powered off after "), "{stdout}");
     assert_no_guest_left(tmp.path());
 }
@@ -247,9 +278,15 @@ fn an_initrd_without_a_working_init_fails_with_the_kernel_panic_and_console() {
         .unwrap();
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("the guest kernel panicked: Kernel panic - not syncing"), "{stderr}");
+    assert!(
+        stderr.contains("the guest kernel panicked: Kernel panic - not syncing"),
+        "{stderr}"
+    );
     assert!(stderr.contains("console lines:"), "{stderr}");
-    assert!(stderr.contains("  | "), "the console tail is shown: {stderr}");
+    assert!(
+        stderr.contains("  | "),
+        "the console tail is shown: {stderr}"
+    );
     assert!(!stdout.contains("ready after"));
     assert_no_guest_left(tmp.path());
 }
@@ -275,22 +312,41 @@ fn a_garbage_kernel_fails_quickly_and_says_why() {
             || stderr.contains("timed out after 20 s"),
         "{stderr}"
     );
-    assert!(stderr.contains("console") || stderr.contains("qemu said"), "{stderr}");
+    assert!(
+        stderr.contains("console") || stderr.contains("qemu said"),
+        "{stderr}"
+    );
     assert_no_guest_left(tmp.path());
 }
 
 #[test]
 fn missing_inputs_are_clear_errors() {
     let out = osbuilder()
-        .args(["boot", "--kernel", "/nonexistent/vmlinuz", "--initrd", "/nonexistent/i"])
+        .args([
+            "boot",
+            "--kernel",
+            "/nonexistent/vmlinuz",
+            "--initrd",
+            "/nonexistent/i",
+        ])
         .output()
         .unwrap();
     let (_, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr.contains("cannot read the kernel /nonexistent/vmlinuz"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read the kernel /nonexistent/vmlinuz"),
+        "{stderr}"
+    );
 
-    let out = osbuilder().args(["boot", "--kernel", "/k"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2), "neither --initrd nor --image: usage error");
+    let out = osbuilder()
+        .args(["boot", "--kernel", "/k"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "neither --initrd nor --image: usage error"
+    );
 }
 
 #[test]
@@ -305,7 +361,14 @@ fn interrupting_osbuilder_stops_the_guest() {
     // Waits for text that never comes, so the guest is running when osbuilder is killed.
     for signal in [libc::SIGTERM, libc::SIGINT] {
         let mut child = osbuilder()
-            .args(["boot", "--timeout", "120", "--expect", "never printed", "--kernel"])
+            .args([
+                "boot",
+                "--timeout",
+                "120",
+                "--expect",
+                "never printed",
+                "--kernel",
+            ])
             .arg(&kernel)
             .arg("--initrd")
             .arg(&initrd)
@@ -315,12 +378,19 @@ fn interrupting_osbuilder_stops_the_guest() {
             .unwrap();
         let needle = initrd.display().to_string();
         for _ in 0..100 {
-            if processes_mentioning(&needle).iter().any(|p| p.contains("qemu-system")) {
+            if processes_mentioning(&needle)
+                .iter()
+                .any(|p| p.contains("qemu-system"))
+            {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        assert!(processes_mentioning(&needle).iter().any(|p| p.contains("qemu-system")));
+        assert!(
+            processes_mentioning(&needle)
+                .iter()
+                .any(|p| p.contains("qemu-system"))
+        );
         std::thread::sleep(Duration::from_secs(1));
         // SAFETY: signalling our own child.
         unsafe { libc::kill(child.id() as i32, signal) };

@@ -20,6 +20,8 @@
 //! not exist yet, which is exactly the state of an early initrd. Our own `main` skips that.
 
 #![cfg_attr(not(test), no_main)]
+// Unit tests build without our `main`, which leaves the runtime code unused there.
+#![cfg_attr(test, allow(dead_code, unused_imports))]
 
 mod protocol;
 mod sys;
@@ -32,13 +34,49 @@ use protocol::{POWEROFF_MARKER, POWEROFF_PARAM, READY_MARKER};
 
 /// The kernel API filesystems PID 1 sets up: (source, target, type, flags, options).
 const MOUNTS: &[(&str, &str, &str, u64, &str)] = &[
-    ("proc", "/proc", "proc", sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, ""),
-    ("sysfs", "/sys", "sysfs", sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC, ""),
+    (
+        "proc",
+        "/proc",
+        "proc",
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+        "",
+    ),
+    (
+        "sysfs",
+        "/sys",
+        "sysfs",
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_NOEXEC,
+        "",
+    ),
     ("devtmpfs", "/dev", "devtmpfs", sys::MS_NOSUID, "mode=0755"),
-    ("devpts", "/dev/pts", "devpts", sys::MS_NOSUID | sys::MS_NOEXEC, "gid=5,mode=0620,ptmxmode=0666"),
-    ("tmpfs", "/dev/shm", "tmpfs", sys::MS_NOSUID | sys::MS_NODEV, "mode=1777"),
-    ("tmpfs", "/run", "tmpfs", sys::MS_NOSUID | sys::MS_NODEV, "mode=0755"),
-    ("tmpfs", "/tmp", "tmpfs", sys::MS_NOSUID | sys::MS_NODEV | sys::MS_RELATIME, "mode=1777"),
+    (
+        "devpts",
+        "/dev/pts",
+        "devpts",
+        sys::MS_NOSUID | sys::MS_NOEXEC,
+        "gid=5,mode=0620,ptmxmode=0666",
+    ),
+    (
+        "tmpfs",
+        "/dev/shm",
+        "tmpfs",
+        sys::MS_NOSUID | sys::MS_NODEV,
+        "mode=1777",
+    ),
+    (
+        "tmpfs",
+        "/run",
+        "tmpfs",
+        sys::MS_NOSUID | sys::MS_NODEV,
+        "mode=0755",
+    ),
+    (
+        "tmpfs",
+        "/tmp",
+        "tmpfs",
+        sys::MS_NOSUID | sys::MS_NODEV | sys::MS_RELATIME,
+        "mode=1777",
+    ),
 ];
 
 /// Conventional /dev symlinks that devtmpfs does not provide.
@@ -73,7 +111,12 @@ pub extern "C" fn main(_argc: c_int, _argv: *const *const c_char) -> c_int {
     }
 
     let (release, machine) = sys::kernel_release_and_machine();
-    say(&ready_line(&release, &machine, std::process::id(), uptime().as_deref()));
+    say(&ready_line(
+        &release,
+        &machine,
+        std::process::id(),
+        uptime().as_deref(),
+    ));
 
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
     if poweroff_requested(&cmdline) {
@@ -160,7 +203,10 @@ fn poweroff_requested(cmdline: &str) -> bool {
     for word in cmdline.split_whitespace() {
         if word == POWEROFF_PARAM {
             wanted = true;
-        } else if let Some(v) = word.strip_prefix(POWEROFF_PARAM).and_then(|r| r.strip_prefix('=')) {
+        } else if let Some(v) = word
+            .strip_prefix(POWEROFF_PARAM)
+            .and_then(|r| r.strip_prefix('='))
+        {
             // The last occurrence wins, as for kernel parameters.
             wanted = matches!(v, "1" | "y" | "yes" | "true" | "on");
         }
@@ -169,7 +215,8 @@ fn poweroff_requested(cmdline: &str) -> bool {
 }
 
 /// Sync and power off. As PID 1 we do it ourselves; as a service we ask systemd, which
-/// stops every unit (our ExecStop included) in order, and we wait for its SIGTERM.
+/// stops every unit (our ExecStop included) in order, and we wait for its SIGTERM. `-i`:
+/// do not ask logind about inhibitors (a minimal guest has no D-Bus).
 fn shut_down(as_init: bool) {
     say(POWEROFF_MARKER);
     if as_init {
@@ -181,10 +228,12 @@ fn shut_down(as_init: bool) {
         std::process::exit(1);
     }
     sys::sync_all();
-    match Command::new("systemctl").arg("poweroff").status() {
+    match Command::new("systemctl").args(["-i", "poweroff"]).status() {
         Ok(s) if s.success() => {}
         Ok(s) => say_err(&format!("osbuilder-agent: systemctl poweroff failed: {s}")),
-        Err(e) => say_err(&format!("osbuilder-agent: cannot run systemctl poweroff: {e}")),
+        Err(e) => say_err(&format!(
+            "osbuilder-agent: cannot run systemctl poweroff: {e}"
+        )),
     }
 }
 
@@ -212,7 +261,10 @@ mod tests {
             "osbuilder-agent: ready kernel=6.1.0-28-cloud-amd64 arch=x86_64 pid=1 uptime=1.84"
         );
         let l = ready_line("6.1 odd", "", 7, None);
-        assert_eq!(l, "osbuilder-agent: ready kernel=6.1_odd arch=unknown pid=7");
+        assert_eq!(
+            l,
+            "osbuilder-agent: ready kernel=6.1_odd arch=unknown pid=7"
+        );
     }
 
     #[test]
@@ -222,7 +274,11 @@ mod tests {
         assert!(poweroff_requested("osbuilder.poweroff=1 quiet"));
         assert!(poweroff_requested("osbuilder.poweroff=yes"));
         assert!(!poweroff_requested("osbuilder.poweroff=0"));
-        assert!(!poweroff_requested("osbuilder.poweroff=1 osbuilder.poweroff=0"));
-        assert!(!poweroff_requested("xosbuilder.poweroff=1 osbuilder.poweroffx=1"));
+        assert!(!poweroff_requested(
+            "osbuilder.poweroff=1 osbuilder.poweroff=0"
+        ));
+        assert!(!poweroff_requested(
+            "xosbuilder.poweroff=1 osbuilder.poweroffx=1"
+        ));
     }
 }

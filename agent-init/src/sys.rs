@@ -79,7 +79,13 @@ fn cstr(s: &str) -> CString {
     CString::new(s).expect("no NUL in constant strings")
 }
 
-pub fn mount_fs(source: &str, target: &str, fstype: &str, flags: c_ulong, data: &str) -> io::Result<()> {
+pub fn mount_fs(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: c_ulong,
+    data: &str,
+) -> io::Result<()> {
     let (s, t, f, d) = (cstr(source), cstr(target), cstr(fstype), cstr(data));
     // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
     check(unsafe { mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast()) })

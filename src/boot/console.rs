@@ -92,7 +92,10 @@ mod tests {
         assert!(c.feed(b"[    0.000000] Linux ver").is_empty());
         assert_eq!(c.partial(), "[    0.000000] Linux ver");
         let l = c.feed(b"sion 6.1\r\n[  \x1b[0;32mOK\x1b[0m  ] Started\r\nlogin: ");
-        assert_eq!(l, vec!["[    0.000000] Linux version 6.1", "[  OK  ] Started"]);
+        assert_eq!(
+            l,
+            vec!["[    0.000000] Linux version 6.1", "[  OK  ] Started"]
+        );
         assert_eq!(c.partial(), "login: ");
         assert_eq!(c.tail().last().unwrap(), "login: ");
     }
@@ -109,7 +112,10 @@ mod tests {
         assert_eq!(t[TAIL_LINES - 1], "line 99");
         c.feed(b"half");
         let t = c.tail();
-        assert_eq!((t.len(), t[0].as_str(), t[TAIL_LINES - 1].as_str()), (TAIL_LINES, "line 71", "half"));
+        assert_eq!(
+            (t.len(), t[0].as_str(), t[TAIL_LINES - 1].as_str()),
+            (TAIL_LINES, "line 71", "half")
+        );
     }
 
     #[test]

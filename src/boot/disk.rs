@@ -104,7 +104,10 @@ fn partitions(f: &mut File) -> Result<Vec<(u32, u64)>> {
     let entries: Vec<(u8, u64)> = (0..4)
         .map(|i| {
             let e = &mbr[446 + 16 * i..446 + 16 * (i + 1)];
-            (e[4], u32::from_le_bytes(e[8..12].try_into().unwrap()) as u64)
+            (
+                e[4],
+                u32::from_le_bytes(e[8..12].try_into().unwrap()) as u64,
+            )
         })
         .collect();
     if entries.iter().any(|&(t, _)| t == 0xee) {
@@ -136,7 +139,12 @@ fn gpt_partitions(f: &mut File) -> Result<Vec<(u32, u64)>> {
         .chunks(size)
         .enumerate()
         .filter(|(_, e)| e[..16].iter().any(|&b| b != 0))
-        .map(|(i, e)| (i as u32 + 1, u64::from_le_bytes(e[32..40].try_into().unwrap())))
+        .map(|(i, e)| {
+            (
+                i as u32 + 1,
+                u64::from_le_bytes(e[32..40].try_into().unwrap()),
+            )
+        })
         .collect())
 }
 

@@ -178,8 +178,8 @@ pub fn plan(o: &Options) -> Result<Plan> {
 }
 
 fn check_file(p: &Path, what: &str) -> Result<()> {
-    let md = std::fs::metadata(p)
-        .with_context(|| format!("cannot read the {what} {}", p.display()))?;
+    let md =
+        std::fs::metadata(p).with_context(|| format!("cannot read the {what} {}", p.display()))?;
     if !md.is_file() {
         bail!("the {what} {} is not a regular file", p.display());
     }
@@ -215,7 +215,9 @@ pub fn run(plan: &Plan, o: &Options, on_line: &mut dyn FnMut(&str)) -> Result<Re
             Some((at, None)) => (start + *at + LINE_GRACE).min(deadline),
             _ => deadline,
         };
-        let event = guest.events.recv_timeout(wake.saturating_duration_since(Instant::now()));
+        let event = guest
+            .events
+            .recv_timeout(wake.saturating_duration_since(Instant::now()));
         match event {
             Ok(data) => {
                 for line in console.feed(&data) {
@@ -245,7 +247,11 @@ pub fn run(plan: &Plan, o: &Options, on_line: &mut dyn FnMut(&str)) -> Result<Re
                 // …or time is up.
                 if Instant::now() >= deadline {
                     if let Some(p) = panic_line {
-                        return Err(fail(&mut guest, &console, panic_reason(&p, ready.is_some())));
+                        return Err(fail(
+                            &mut guest,
+                            &console,
+                            panic_reason(&p, ready.is_some()),
+                        ));
                     }
                     let reason = match &ready {
                         // Only with poweroff: the guest was ready but did not stop.

@@ -60,7 +60,10 @@ pub fn kernel_cmdline(
     poweroff: bool,
     append: Option<&str>,
 ) -> String {
-    let mut words = vec![format!("console={}", arch.qemu().console), "panic=-1".into()];
+    let mut words = vec![
+        format!("console={}", arch.qemu().console),
+        "panic=-1".into(),
+    ];
     let user_root = append.is_some_and(|a| a.split_whitespace().any(|w| w.starts_with("root=")));
     if let (Some((dev, fstype)), false) = (root, user_root) {
         words.push(format!("root={dev}"));

@@ -19,14 +19,22 @@ pub fn cache_root() -> PathBuf {
 
 /// Debian's cloud kernel for `deb_arch` ("amd64", "arm64"): the path of its vmlinuz.
 pub fn cloud_kernel(deb_arch: &str) -> Option<PathBuf> {
-    let dir = fetch(deb_arch, &format!("linux-image-cloud-{deb_arch}"), "./boot/vmlinuz-*")?;
+    let dir = fetch(
+        deb_arch,
+        &format!("linux-image-cloud-{deb_arch}"),
+        "./boot/vmlinuz-*",
+    )?;
     let boot = dir.join("boot");
     let mut kernels: Vec<PathBuf> = std::fs::read_dir(&boot)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     kernels.sort();
-    Some(kernels.pop().expect("the kernel package holds boot/vmlinuz-*"))
+    Some(
+        kernels
+            .pop()
+            .expect("the kernel package holds boot/vmlinuz-*"),
+    )
 }
 
 /// Debian's static busybox for `deb_arch`.
@@ -131,14 +139,25 @@ impl Apt {
             "Connection timed out",
         ];
         if network.iter().any(|n| text.contains(n)) {
-            return Err(text.lines().find(|l| l.starts_with(['E', 'W'])).unwrap_or("").into());
+            return Err(text
+                .lines()
+                .find(|l| l.starts_with(['E', 'W']))
+                .unwrap_or("")
+                .into());
         }
-        panic!("apt-get update for {} failed ({}):\n{text}", self.arch, out.status);
+        panic!(
+            "apt-get update for {} failed ({}):\n{text}",
+            self.arch, out.status
+        );
     }
 
     /// A metapackage (linux-image-cloud-arm64) → the real package it depends on.
     fn resolve(&self, package: &str) -> String {
-        let out = self.cmd("apt-cache").args(["depends", package]).output().unwrap();
+        let out = self
+            .cmd("apt-cache")
+            .args(["depends", package])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "apt-cache depends {package}: {out:?}");
         let text = String::from_utf8_lossy(&out.stdout);
         // The first Depends: line names the newest candidate's dependency.
@@ -170,7 +189,12 @@ impl Apt {
         std::fs::read_dir(&debs)
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(&prefix))
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&prefix)
+            })
             .expect("apt-get download wrote the .deb")
     }
 }
@@ -190,7 +214,11 @@ fn extract(deb: &Path, dest: &Path, pattern: &str) {
         .stdin(dpkg.stdout.take().unwrap())
         .status()
         .unwrap();
-    assert!(dpkg.wait().unwrap().success() && status.success(), "extracting {}", deb.display());
+    assert!(
+        dpkg.wait().unwrap().success() && status.success(),
+        "extracting {}",
+        deb.display()
+    );
 }
 
 /// An exclusive lock on a file (released when dropped): test threads and test binaries
