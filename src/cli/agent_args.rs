@@ -42,7 +42,9 @@ impl AgentArgs {
             built => Err(super::UsageError(format!(
                 "no agent given for {arch}: osbuilder's built-in reference agent is built for {}; \
                  pass --agent-bin PATH (a static {arch} binary) or --agent-tarball FILE",
-                built.map(|a| a.to_string()).unwrap_or_else(|| "another architecture".into())
+                built
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "another architecture".into())
             ))
             .into()),
         }

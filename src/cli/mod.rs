@@ -1,8 +1,11 @@
 //! Command-line front end: argument parsing and dispatch. Each subcommand lives in its own
 //! file with an `Args` struct and a `run` function; the work itself is in the library.
 
+mod agent_args;
+mod boot;
 mod initrd;
 mod matrix;
+mod provision;
 
 use clap::{Parser, Subcommand};
 
@@ -38,6 +41,10 @@ enum Command {
     Matrix(matrix::Args),
     /// Pack a rootfs into a compressed newc cpio initrd
     Initrd(initrd::Args),
+    /// Boot a kernel with an initrd or disk image under QEMU and wait for the agent
+    Boot(boot::Args),
+    /// Make a rootfs a Kata guest: agent, units, config, osbuilder.yaml and SBOM
+    Provision(provision::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -47,6 +54,8 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Matrix(a) => matrix::run(a),
         Command::Initrd(a) => initrd::run(a),
+        Command::Boot(a) => boot::run(a),
+        Command::Provision(a) => provision::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -8,12 +8,14 @@ use crate::distro::InitMode;
 use crate::provision::{self, Options};
 
 #[derive(clap::Args, Debug)]
-#[command(after_help = "Makes a rootfs a Kata guest: installs the agent (as /sbin/init with --agent-init, \
+#[command(
+    after_help = "Makes a rootfs a Kata guest: installs the agent (as /sbin/init with --agent-init, \
 or as /usr/bin/kata-agent started by kata-agent.service under systemd), Kata's units and config \
 touches, an empty /etc/resolv.conf and /etc/machine-id, and /var/lib/osbuilder/osbuilder.yaml with \
 an SPDX SBOM beside it. Run unprivileged, ownership goes to ROOTFS.mtree.\n\n\
 Examples:\n  osbuilder provision rootfs/ --agent-init\n  \
-osbuilder provision rootfs/ --agent-tarball kata-static-agent.tar.zst --prune-units")]
+osbuilder provision rootfs/ --agent-tarball kata-static-agent.tar.zst --prune-units"
+)]
 pub struct Args {
     /// The rootfs directory to provision (modified in place)
     rootfs: PathBuf,
@@ -35,7 +37,11 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let arch = super::arch_or_host(a.arch)?;
-    let init = if a.agent_init { InitMode::AgentInit } else { InitMode::Systemd };
+    let init = if a.agent_init {
+        InitMode::AgentInit
+    } else {
+        InitMode::Systemd
+    };
     let opts = Options {
         rootfs: a.rootfs,
         arch,

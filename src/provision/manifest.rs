@@ -61,7 +61,14 @@ fn civil(epoch: i64) -> (i64, u32, u32, u32, u32, u32) {
     let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
     let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let y = yoe + era * 400 + (m <= 2) as i64;
-    (y, m, d, (secs / 3600) as u32, ((secs % 3600) / 60) as u32, (secs % 60) as u32)
+    (
+        y,
+        m,
+        d,
+        (secs / 3600) as u32,
+        ((secs % 3600) / 60) as u32,
+        (secs % 60) as u32,
+    )
 }
 
 fn q(s: &str) -> String {
@@ -75,7 +82,11 @@ impl Manifest {
         let _ = writeln!(y, "osbuilder:");
         let _ = writeln!(y, "  url: {}", q("osbuilder (Rust)"));
         let _ = writeln!(y, "  version: {}", q(&self.osbuilder_version));
-        let _ = writeln!(y, "rootfs-creation-time: {}", q(&kata_timestamp(self.created)));
+        let _ = writeln!(
+            y,
+            "rootfs-creation-time: {}",
+            q(&kata_timestamp(self.created))
+        );
         let _ = writeln!(y, "description: {}", q("osbuilder rootfs"));
         let _ = writeln!(y, "file-format-version: {}", q(YAML_FORMAT));
         let _ = writeln!(y, "architecture: {}", q(&self.architecture));
@@ -83,7 +94,10 @@ impl Manifest {
         let _ = writeln!(y, "  name: {}", q(&self.distro_name));
         let _ = writeln!(y, "  version: {}", q(&self.distro_version));
         let _ = writeln!(y, "  packages:");
-        for (key, list) in [("default", &self.default_packages), ("extra", &self.extra_packages)] {
+        for (key, list) in [
+            ("default", &self.default_packages),
+            ("extra", &self.extra_packages),
+        ] {
             let mut sorted = list.clone();
             sorted.sort();
             if sorted.is_empty() {
@@ -112,7 +126,11 @@ impl Manifest {
         let _ = writeln!(y, "  name: {}", q(&self.agent.name));
         let _ = writeln!(y, "  version: {}", q(&self.agent.version));
         let _ = writeln!(y, "  sha256: {}", q(&self.agent.sha256));
-        let _ = writeln!(y, "  agent-is-init-daemon: {}", q(if self.agent.is_init { "yes" } else { "no" }));
+        let _ = writeln!(
+            y,
+            "  agent-is-init-daemon: {}",
+            q(if self.agent.is_init { "yes" } else { "no" })
+        );
         y
     }
 
@@ -225,7 +243,10 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(kata_timestamp(0), "1970-01-01T00:00:00.000000000+0000Z");
-        assert_eq!(kata_timestamp(1_700_000_000), "2023-11-14T22:13:20.000000000+0000Z");
+        assert_eq!(
+            kata_timestamp(1_700_000_000),
+            "2023-11-14T22:13:20.000000000+0000Z"
+        );
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 
@@ -253,7 +274,10 @@ mod tests {
         assert_eq!(v["spdxVersion"], "SPDX-2.3");
         let pkgs = v["packages"].as_array().unwrap();
         assert_eq!(pkgs.len(), 3);
-        assert_eq!(pkgs[1]["externalRefs"][0]["referenceLocator"], "pkg:deb/debian/chrony@4.6.1-3?arch=amd64");
+        assert_eq!(
+            pkgs[1]["externalRefs"][0]["referenceLocator"],
+            "pkg:deb/debian/chrony@4.6.1-3?arch=amd64"
+        );
         let mut other = sample();
         other.agent.sha256 = "ef".repeat(32);
         let w: serde_json::Value = serde_json::from_str(&other.to_spdx()).unwrap();

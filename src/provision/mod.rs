@@ -31,7 +31,10 @@ pub enum AgentSource {
     /// Kata's kata-static-agent tarball (tar.zst with usr/bin/kata-agent, and its units).
     Tarball(PathBuf),
     /// osbuilder's built-in reference agent (host arch only).
-    Reference { bytes: &'static [u8], version: String },
+    Reference {
+        bytes: &'static [u8],
+        version: String,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -68,7 +71,10 @@ const AGENT_BIN: &str = "usr/bin/kata-agent";
 pub fn provision(opts: &Options) -> Result<Report> {
     let root = &opts.rootfs;
     if !root.is_dir() {
-        bail!("rootfs {} does not exist or is not a directory", root.display());
+        bail!(
+            "rootfs {} does not exist or is not a directory",
+            root.display()
+        );
     }
     let mut report = Report::default();
     let mtime = opts.source_date_epoch.unwrap_or_else(now);
@@ -76,33 +82,58 @@ pub fn provision(opts: &Options) -> Result<Report> {
     // Load the agent first: a missing file or a wrong arch fails before the rootfs changes.
     let (agent_bytes, agent_url, agent_name, default_version) = match &opts.agent {
         AgentSource::Binary(p) => {
-            let b = std::fs::read(p).with_context(|| format!("reading the agent binary {}", p.display()))?;
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-            (Some(b), format!("file://{}", std::path::absolute(p)?.display()), name, String::new())
+            let b = std::fs::read(p)
+                .with_context(|| format!("reading the agent binary {}", p.display()))?;
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            (
+                Some(b),
+                format!("file://{}", std::path::absolute(p)?.display()),
+                name,
+                String::new(),
+            )
         }
         AgentSource::Tarball(p) => {
             if !p.is_file() {
                 bail!("agent tarball {} does not exist", p.display());
             }
-            (None, format!("file://{}", std::path::absolute(p)?.display()), "kata-agent".into(), String::new())
+            (
+                None,
+                format!("file://{}", std::path::absolute(p)?.display()),
+                "kata-agent".into(),
+                String::new(),
+            )
         }
-        AgentSource::Reference { bytes, version } => {
-            (Some(bytes.to_vec()), "osbuilder:reference-agent".into(), "kata-agent".into(), version.clone())
-        }
+        AgentSource::Reference { bytes, version } => (
+            Some(bytes.to_vec()),
+            "osbuilder:reference-agent".into(),
+            "kata-agent".into(),
+            version.clone(),
+        ),
     };
     if let Some(b) = &agent_bytes {
         check_agent_arch(b, opts.arch, &mut report.warnings)?;
     }
 
-    let meta_path = opts.metadata.clone().unwrap_or_else(|| Mtree::default_path_for(root));
-    let existing = if meta_path.exists() { Some(Mtree::load(&meta_path)?) } else { None };
+    let meta_path = opts
+        .metadata
+        .clone()
+        .unwrap_or_else(|| Mtree::default_path_for(root));
+    let existing = if meta_path.exists() {
+        Some(Mtree::load(&meta_path)?)
+    } else {
+        None
+    };
     let mut ex = Extractor::new(root, ExtractOptions::default())?;
     let privileged = ex.privileged();
     if let Some(m) = &existing {
         *ex.mtree_mut() = m.clone();
     }
 
-    let has_systemd = ex.read_file(b"usr/lib/systemd/systemd")?.is_some() || ex.read_file(b"lib/systemd/systemd")?.is_some();
+    let has_systemd = ex.read_file(b"usr/lib/systemd/systemd")?.is_some()
+        || ex.read_file(b"lib/systemd/systemd")?.is_some();
     if opts.init == InitMode::Systemd && !has_systemd {
         bail!(
             "systemd mode, but {} has no systemd (/usr/lib/systemd/systemd): install it \
@@ -115,7 +146,8 @@ pub fn provision(opts: &Options) -> Result<Report> {
     let agent_bytes = match (&opts.agent, agent_bytes) {
         (AgentSource::Tarball(p), _) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
-            let z = zstd::stream::read::Decoder::new(f).with_context(|| format!("{} is not zstd-compressed", p.display()))?;
+            let z = zstd::stream::read::Decoder::new(f)
+                .with_context(|| format!("{} is not zstd-compressed", p.display()))?;
             ex.unpack(z, &format!("agent tarball {}", p.display()))?;
             let b = ex.read_file(AGENT_BIN.as_bytes())?.with_context(|| {
                 format!("agent tarball {} has no {AGENT_BIN} (expected Kata's kata-static-agent layout)", p.display())
@@ -132,12 +164,20 @@ pub fn provision(opts: &Options) -> Result<Report> {
             if ex.read_file(AGENT_BIN.as_bytes())?.is_some() {
                 ex.remove_file(AGENT_BIN.as_bytes())?;
             }
-            let at = ex.write_file(b"sbin/init", &mut Cursor::new(&agent_bytes), Attrs::root(0o755, mtime))?;
+            let at = ex.write_file(
+                b"sbin/init",
+                &mut Cursor::new(&agent_bytes),
+                Attrs::root(0o755, mtime),
+            )?;
             ex.symlink(b"init", b"/sbin/init", Attrs::root(0o777, mtime))?;
             report.agent_path = format!("/{}", String::from_utf8_lossy(&at));
         }
         InitMode::Systemd => {
-            let at = ex.write_file(AGENT_BIN.as_bytes(), &mut Cursor::new(&agent_bytes), Attrs::root(0o755, mtime))?;
+            let at = ex.write_file(
+                AGENT_BIN.as_bytes(),
+                &mut Cursor::new(&agent_bytes),
+                Attrs::root(0o755, mtime),
+            )?;
             report.agent_path = format!("/{}", String::from_utf8_lossy(&at));
             systemd::install_units(&mut ex, &opts.units, mtime)?;
             systemd::install_tmp_mount(&mut ex, mtime)?;
@@ -150,8 +190,16 @@ pub fn provision(opts: &Options) -> Result<Report> {
 
     // Always: the agent bind-mounts resolv.conf; the machine id is the guest's own.
     ex.remove_file(b"etc/resolv.conf")?;
-    ex.write_file(b"etc/resolv.conf", &mut std::io::empty(), Attrs::root(0o644, mtime))?;
-    ex.write_file(b"etc/machine-id", &mut std::io::empty(), Attrs::root(0o444, mtime))?;
+    ex.write_file(
+        b"etc/resolv.conf",
+        &mut std::io::empty(),
+        Attrs::root(0o644, mtime),
+    )?;
+    ex.write_file(
+        b"etc/machine-id",
+        &mut std::io::empty(),
+        Attrs::root(0o444, mtime),
+    )?;
 
     if let Some(dir) = &opts.kernel_modules {
         copy_modules(&mut ex, dir, mtime)?;
@@ -182,8 +230,16 @@ pub fn provision(opts: &Options) -> Result<Report> {
             is_init: opts.init == InitMode::AgentInit,
         },
     };
-    ex.write_file(b"var/lib/osbuilder/osbuilder.yaml", &mut Cursor::new(m.to_yaml()), Attrs::root(0o644, mtime))?;
-    ex.write_file(b"var/lib/osbuilder/sbom.spdx.json", &mut Cursor::new(m.to_spdx()), Attrs::root(0o644, mtime))?;
+    ex.write_file(
+        b"var/lib/osbuilder/osbuilder.yaml",
+        &mut Cursor::new(m.to_yaml()),
+        Attrs::root(0o644, mtime),
+    )?;
+    ex.write_file(
+        b"var/lib/osbuilder/sbom.spdx.json",
+        &mut Cursor::new(m.to_spdx()),
+        Attrs::root(0o644, mtime),
+    )?;
 
     let mtree = ex.finish()?;
     if !privileged || existing.is_some() {
@@ -192,21 +248,34 @@ pub fn provision(opts: &Options) -> Result<Report> {
     }
 
     // Kata's rootfs checks, on the result as a packer will see it.
-    let tree = Tree::scan(root, &ScanOptions { metadata: report.metadata.as_ref().map(|_| mtree), ..Default::default() })?;
+    let tree = Tree::scan(
+        root,
+        &ScanOptions {
+            metadata: report.metadata.as_ref().map(|_| mtree),
+            ..Default::default()
+        },
+    )?;
     check_init(&tree, opts.init, &agent_bytes)?;
     report.agent_sha256 = sha;
     Ok(report)
 }
 
 fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// The agent must run on the target: its ELF machine must match. A script is accepted
 /// with a warning (its interpreter must be in the rootfs).
 pub fn check_agent_arch(bytes: &[u8], arch: Arch, warnings: &mut Vec<String>) -> Result<()> {
     match elf::inspect(bytes) {
-        Executable::Elf { arch: Some(a), dynamic, .. } if a == arch => {
+        Executable::Elf {
+            arch: Some(a),
+            dynamic,
+            ..
+        } if a == arch => {
             if dynamic {
                 warnings.push(
                     "the agent is dynamically linked: its libraries must be in the rootfs (a static agent is safer)".into(),
@@ -215,10 +284,14 @@ pub fn check_agent_arch(bytes: &[u8], arch: Arch, warnings: &mut Vec<String>) ->
             Ok(())
         }
         Executable::Elf { arch: Some(a), .. } => {
-            bail!("the agent is built for {a}, but the target architecture is {arch}: give an agent built for {arch}")
+            bail!(
+                "the agent is built for {a}, but the target architecture is {arch}: give an agent built for {arch}"
+            )
         }
         Executable::Elf { machine, .. } => {
-            bail!("the agent is an ELF binary for machine {machine}, not {arch}; give an agent built for {arch}")
+            bail!(
+                "the agent is an ELF binary for machine {machine}, not {arch}; give an agent built for {arch}"
+            )
         }
         Executable::Script(interp) => {
             warnings.push(format!("the agent is a script (#!{interp}), not an ELF binary; its interpreter must be in the rootfs"));
@@ -232,7 +305,9 @@ pub fn check_agent_arch(bytes: &[u8], arch: Arch, warnings: &mut Vec<String>) ->
 /// systemd: it leads to systemd.
 fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
     let root = tree.root.display();
-    let Some(entry) = tree.lookup(b"sbin/init") else { bail!("{root} has no /sbin/init after provisioning") };
+    let Some(entry) = tree.lookup(b"sbin/init") else {
+        bail!("{root} has no /sbin/init after provisioning")
+    };
     match init {
         InitMode::AgentInit => {
             let Kind::File { source, .. } = &entry.kind else {
@@ -242,9 +317,15 @@ fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
                 bail!("agent-init mode: /sbin/init in {root} is not executable");
             }
             for systemd in [&b"usr/lib/systemd/systemd"[..], b"lib/systemd/systemd"] {
-                if let Some(crate::tree::Entry { kind: Kind::File { source: s, .. }, .. }) = tree.lookup(systemd) {
+                if let Some(crate::tree::Entry {
+                    kind: Kind::File { source: s, .. },
+                    ..
+                }) = tree.lookup(systemd)
+                {
                     if std::fs::read(s).ok().as_deref() == Some(agent) {
-                        bail!("agent-init mode: the agent given is systemd itself; give the agent binary");
+                        bail!(
+                            "agent-init mode: the agent given is systemd itself; give the agent binary"
+                        );
                     }
                 }
             }
@@ -276,7 +357,9 @@ fn os_release(ex: &mut Extractor) -> Result<(String, String)> {
             .map(|v| v.trim_matches('"').to_string())
     };
     let name = get("ID").unwrap_or_else(|| "unknown".into());
-    let version = get("VERSION_CODENAME").or_else(|| get("VERSION_ID")).unwrap_or_else(|| "unknown".into());
+    let version = get("VERSION_CODENAME")
+        .or_else(|| get("VERSION_ID"))
+        .unwrap_or_else(|| "unknown".into());
     Ok((name, version))
 }
 
@@ -285,12 +368,15 @@ fn os_release(ex: &mut Extractor) -> Result<(String, String)> {
 fn copy_modules(ex: &mut Extractor, dir: &Path, mtime: i64) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(dir).with_context(|| format!("kernel modules folder {} does not exist", dir.display()))?;
+    let md = std::fs::metadata(dir)
+        .with_context(|| format!("kernel modules folder {} does not exist", dir.display()))?;
     if !md.is_dir() {
         bail!("--kernel-modules {} is not a folder", dir.display());
     }
     let abs: PathBuf = std::path::absolute(dir)?.components().collect();
-    let name = abs.file_name().context("--kernel-modules needs a named folder (e.g. .../lib/modules/6.12.0)")?;
+    let name = abs
+        .file_name()
+        .context("--kernel-modules needs a named folder (e.g. .../lib/modules/6.12.0)")?;
     let base = [b"lib/modules/".as_slice(), name.as_bytes()].concat();
     let mut stack = vec![(abs.clone(), base)];
     while let Some((src, dst)) = stack.pop() {
@@ -300,7 +386,10 @@ fn copy_modules(ex: &mut Extractor, dir: &Path, mtime: i64) -> Result<()> {
             ex.create_dir(&dst, attrs)?;
             for e in std::fs::read_dir(&src)? {
                 let e = e?;
-                stack.push((e.path(), [dst.as_slice(), b"/", e.file_name().as_bytes()].concat()));
+                stack.push((
+                    e.path(),
+                    [dst.as_slice(), b"/", e.file_name().as_bytes()].concat(),
+                ));
             }
         } else if md.file_type().is_symlink() {
             let t = std::fs::read_link(&src)?;

@@ -57,12 +57,20 @@ const PRUNED_GENERATORS: &[&str] = &[
 ];
 
 fn file(ex: &mut Extractor, path: &str, body: &[u8], mode: u32, mtime: i64) -> Result<()> {
-    ex.write_file(path.as_bytes(), &mut Cursor::new(body), Attrs::root(mode, mtime))?;
+    ex.write_file(
+        path.as_bytes(),
+        &mut Cursor::new(body),
+        Attrs::root(mode, mtime),
+    )?;
     Ok(())
 }
 
 fn link(ex: &mut Extractor, path: &str, target: &str, mtime: i64) -> Result<()> {
-    ex.symlink(path.as_bytes(), target.as_bytes(), Attrs::root(0o777, mtime))?;
+    ex.symlink(
+        path.as_bytes(),
+        target.as_bytes(),
+        Attrs::root(0o777, mtime),
+    )?;
     Ok(())
 }
 
@@ -74,7 +82,13 @@ pub fn install_units(ex: &mut Extractor, units: &AgentUnits, mtime: i64) -> Resu
         file(ex, &service, units.agent_service.as_bytes(), 0o644, mtime)?;
     }
     if ex.read_file(target.as_bytes())?.is_none() {
-        file(ex, &target, units.containers_target.as_bytes(), 0o644, mtime)?;
+        file(
+            ex,
+            &target,
+            units.containers_target.as_bytes(),
+            0o644,
+            mtime,
+        )?;
     }
     // Kata enables the target from basic.target, and dbus.socket from the target.
     link(
@@ -83,7 +97,10 @@ pub fn install_units(ex: &mut Extractor, units: &AgentUnits, mtime: i64) -> Resu
         &format!("/{target}"),
         mtime,
     )?;
-    if ex.read_file(format!("{UNIT_DIR}/dbus.socket").as_bytes())?.is_some() {
+    if ex
+        .read_file(format!("{UNIT_DIR}/dbus.socket").as_bytes())?
+        .is_some()
+    {
         link(
             ex,
             "etc/systemd/system/kata-containers.target.wants/dbus.socket",
@@ -117,7 +134,8 @@ pub fn configure_chrony(ex: &mut Extractor, mtime: i64) -> Result<bool> {
     } else {
         return Ok(false);
     };
-    let text = String::from_utf8_lossy(&ex.read_file(conf.as_bytes())?.unwrap_or_default()).into_owned();
+    let text =
+        String::from_utf8_lossy(&ex.read_file(conf.as_bytes())?.unwrap_or_default()).into_owned();
     let mut out = String::new();
     for line in text.lines() {
         let first = line.split_whitespace().next().unwrap_or("");
@@ -133,7 +151,13 @@ pub fn configure_chrony(ex: &mut Extractor, mtime: i64) -> Result<bool> {
     file(ex, conf, out.as_bytes(), 0o644, mtime)?;
     // A drop-in rather than an edit of the packaged unit: survives package updates.
     let dropin = format!("etc/systemd/system/{unit}.d/10-kata-ptp.conf");
-    file(ex, &dropin, b"[Unit]\nConditionPathExists=/dev/ptp0\n", 0o644, mtime)?;
+    file(
+        ex,
+        &dropin,
+        b"[Unit]\nConditionPathExists=/dev/ptp0\n",
+        0o644,
+        mtime,
+    )?;
     Ok(true)
 }
 
