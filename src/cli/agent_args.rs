@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::arch::Arch;
-use crate::provision::{AgentSource, AgentUnits};
+use crate::distro::InitMode;
+use crate::provision::{AgentSource, AgentUnits, Spec};
 
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct AgentArgs {
@@ -48,6 +49,23 @@ impl AgentArgs {
             ))
             .into()),
         }
+    }
+
+    /// The provisioning spec for these flags (distro details filled in by the caller).
+    pub fn spec(&self, arch: Arch, init: InitMode) -> Result<Spec> {
+        Ok(Spec {
+            arch,
+            init,
+            agent: self.source(arch)?,
+            agent_version: self.agent_version.clone(),
+            units: AgentArgs::units(),
+            kernel_modules: self.kernel_modules.clone(),
+            prune_units: self.prune_units,
+            distro: None,
+            default_packages: Vec::new(),
+            extra_packages: Vec::new(),
+            source_date_epoch: crate::tree::source_date_epoch()?,
+        })
     }
 
     pub fn units() -> AgentUnits {

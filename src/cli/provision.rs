@@ -44,32 +44,22 @@ pub fn run(a: Args) -> Result<()> {
     };
     let opts = Options {
         rootfs: a.rootfs,
-        arch,
-        init,
-        agent: a.agent.source(arch)?,
-        agent_version: a.agent.agent_version.clone(),
-        units: AgentArgs::units(),
-        kernel_modules: a.agent.kernel_modules.clone(),
-        prune_units: a.agent.prune_units,
-        distro: None,
-        default_packages: Vec::new(),
-        extra_packages: Vec::new(),
-        source_date_epoch: crate::tree::source_date_epoch()?,
+        spec: a.agent.spec(arch, init)?,
         metadata: a.metadata,
     };
     let r = provision::provision(&opts)?;
-    report(&opts, &r);
+    report(&opts.rootfs, init, &r);
     Ok(())
 }
 
-pub(crate) fn report(opts: &Options, r: &provision::Report) {
+pub(crate) fn report(rootfs: &std::path::Path, init: InitMode, r: &provision::Report) {
     for w in &r.warnings {
         eprintln!("osbuilder: warning: {w}");
     }
     eprintln!(
         "provisioned {} ({}): agent at {} (sha256 {})",
-        opts.rootfs.display(),
-        opts.init,
+        rootfs.display(),
+        init,
         r.agent_path,
         &r.agent_sha256[..16]
     );

@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use crate::arch::Arch;
 use crate::distro::InitMode;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
-use crate::pkg::record::{self, InstalledPackage};
+use crate::pkg::record::{self, PackageRecord};
 use crate::tree::{Kind, Mtree, ScanOptions, Tree};
 use elf::Executable;
 use manifest::{AgentInfo, Manifest};
@@ -37,9 +37,9 @@ pub enum AgentSource {
     },
 }
 
+/// What to provision, independent of where the rootfs is (a staged build or a user's dir).
 #[derive(Clone, Debug)]
-pub struct Options {
-    pub rootfs: PathBuf,
+pub struct Spec {
     pub arch: Arch,
     pub init: InitMode,
     pub agent: AgentSource,
@@ -47,12 +47,19 @@ pub struct Options {
     pub units: AgentUnits,
     pub kernel_modules: Option<PathBuf>,
     pub prune_units: bool,
-    /// Distro name/version/package sets for osbuilder.yaml; read from the rootfs's
-    /// package record or /etc/os-release when not given.
+    /// Distro name/version for osbuilder.yaml; read from the package record or
+    /// /etc/os-release when not given.
     pub distro: Option<(String, String)>,
     pub default_packages: Vec<String>,
     pub extra_packages: Vec<String>,
     pub source_date_epoch: Option<i64>,
+}
+
+/// `osbuilder provision ROOTFS`: a spec applied to an existing directory.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub rootfs: PathBuf,
+    pub spec: Spec,
     /// Metadata file; default `<rootfs>.mtree`.
     pub metadata: Option<PathBuf>,
 }
@@ -60,6 +67,8 @@ pub struct Options {
 #[derive(Clone, Debug, Default)]
 pub struct Report {
     pub agent_path: String,
+    /// The agent as installed (for the init checks).
+    pub agent_bytes: Vec<u8>,
     pub agent_sha256: String,
     pub warnings: Vec<String>,
     pub metadata: Option<PathBuf>,
@@ -68,6 +77,7 @@ pub struct Report {
 
 const AGENT_BIN: &str = "usr/bin/kata-agent";
 
+/// Provision an existing rootfs directory in place (the standalone command).
 pub fn provision(opts: &Options) -> Result<Report> {
     let root = &opts.rootfs;
     if !root.is_dir() {
@@ -76,11 +86,48 @@ pub fn provision(opts: &Options) -> Result<Report> {
             root.display()
         );
     }
-    let mut report = Report::default();
-    let mtime = opts.source_date_epoch.unwrap_or_else(now);
+    let agent = load_agent(&opts.spec)?;
+    let meta_path = opts
+        .metadata
+        .clone()
+        .unwrap_or_else(|| Mtree::default_path_for(root));
+    let existing = if meta_path.exists() {
+        Some(Mtree::load(&meta_path)?)
+    } else {
+        None
+    };
+    let mut ex = Extractor::new(root, ExtractOptions::default())?;
+    let privileged = ex.privileged();
+    if let Some(m) = &existing {
+        *ex.mtree_mut() = m.clone();
+    }
+    let record = record::read_record(&record::record_path_for(root)).ok();
+    let mut report = apply(&mut ex, &opts.spec, agent, record.as_ref())?;
+    let mtree = ex.finish()?;
+    let keep_metadata = !privileged || existing.is_some();
+    check(root, keep_metadata.then_some(&mtree), &opts.spec, &report)?;
+    if keep_metadata {
+        mtree.save(&meta_path)?;
+        report.metadata = Some(meta_path);
+    }
+    Ok(report)
+}
 
-    // Load the agent first: a missing file or a wrong arch fails before the rootfs changes.
-    let (agent_bytes, agent_url, agent_name, default_version) = match &opts.agent {
+/// The agent's bytes and provenance, loaded and checked before anything is written.
+pub struct LoadedAgent {
+    /// None for a tarball (read after it is unpacked into the rootfs).
+    bytes: Option<Vec<u8>>,
+    url: String,
+    name: String,
+    default_version: String,
+    warnings: Vec<String>,
+}
+
+/// Read the agent and check its architecture: a missing file or a wrong arch fails
+/// before the rootfs changes.
+pub fn load_agent(spec: &Spec) -> Result<LoadedAgent> {
+    let mut warnings = Vec::new();
+    let (bytes, url, name, default_version) = match &spec.agent {
         AgentSource::Binary(p) => {
             let b = std::fs::read(p)
                 .with_context(|| format!("reading the agent binary {}", p.display()))?;
@@ -113,37 +160,44 @@ pub fn provision(opts: &Options) -> Result<Report> {
             version.clone(),
         ),
     };
-    if let Some(b) = &agent_bytes {
-        check_agent_arch(b, opts.arch, &mut report.warnings)?;
+    if let Some(b) = &bytes {
+        check_agent_arch(b, spec.arch, &mut warnings)?;
     }
+    Ok(LoadedAgent {
+        bytes,
+        url,
+        name,
+        default_version,
+        warnings,
+    })
+}
 
-    let meta_path = opts
-        .metadata
-        .clone()
-        .unwrap_or_else(|| Mtree::default_path_for(root));
-    let existing = if meta_path.exists() {
-        Some(Mtree::load(&meta_path)?)
-    } else {
-        None
+/// Write everything provisioning adds, through `ex` (in-root, metadata-recording).
+/// `record` is the backend's resolved-package list, for osbuilder.yaml and the SBOM.
+pub fn apply(
+    ex: &mut Extractor,
+    spec: &Spec,
+    agent: LoadedAgent,
+    record: Option<&PackageRecord>,
+) -> Result<Report> {
+    let mut report = Report {
+        warnings: agent.warnings,
+        ..Default::default()
     };
-    let mut ex = Extractor::new(root, ExtractOptions::default())?;
-    let privileged = ex.privileged();
-    if let Some(m) = &existing {
-        *ex.mtree_mut() = m.clone();
-    }
+    let mtime = spec.source_date_epoch.unwrap_or_else(now);
+    let root = ex.root().display().to_string();
 
     let has_systemd = ex.read_file(b"usr/lib/systemd/systemd")?.is_some()
         || ex.read_file(b"lib/systemd/systemd")?.is_some();
-    if opts.init == InitMode::Systemd && !has_systemd {
+    if spec.init == InitMode::Systemd && !has_systemd {
         bail!(
-            "systemd mode, but {} has no systemd (/usr/lib/systemd/systemd): install it \
-             (the distro's 'init' or 'systemd' package) or provision with --agent-init",
-            root.display()
+            "systemd mode, but {root} has no systemd (/usr/lib/systemd/systemd): install it \
+             (the distro's 'init' or 'systemd' package) or provision with --agent-init"
         );
     }
 
     // The agent, to where the init mode wants it.
-    let agent_bytes = match (&opts.agent, agent_bytes) {
+    let agent_bytes = match (&spec.agent, agent.bytes) {
         (AgentSource::Tarball(p), _) => {
             let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
             let z = zstd::stream::read::Decoder::new(f)
@@ -152,14 +206,14 @@ pub fn provision(opts: &Options) -> Result<Report> {
             let b = ex.read_file(AGENT_BIN.as_bytes())?.with_context(|| {
                 format!("agent tarball {} has no {AGENT_BIN} (expected Kata's kata-static-agent layout)", p.display())
             })?;
-            check_agent_arch(&b, opts.arch, &mut report.warnings)?;
+            check_agent_arch(&b, spec.arch, &mut report.warnings)?;
             b
         }
         (_, Some(b)) => b,
-        (_, None) => unreachable!("binary and reference agents are read above"),
+        (_, None) => unreachable!("binary and reference agents are read by load_agent"),
     };
     let sha = crate::pkg::sha256_hex(&agent_bytes);
-    match opts.init {
+    match spec.init {
         InitMode::AgentInit => {
             if ex.read_file(AGENT_BIN.as_bytes())?.is_some() {
                 ex.remove_file(AGENT_BIN.as_bytes())?;
@@ -179,11 +233,11 @@ pub fn provision(opts: &Options) -> Result<Report> {
                 Attrs::root(0o755, mtime),
             )?;
             report.agent_path = format!("/{}", String::from_utf8_lossy(&at));
-            systemd::install_units(&mut ex, &opts.units, mtime)?;
-            systemd::install_tmp_mount(&mut ex, mtime)?;
-            systemd::configure_chrony(&mut ex, mtime)?;
-            if opts.prune_units {
-                report.pruned = systemd::prune_units(&mut ex)?;
+            systemd::install_units(ex, &spec.units, mtime)?;
+            systemd::install_tmp_mount(ex, mtime)?;
+            systemd::configure_chrony(ex, mtime)?;
+            if spec.prune_units {
+                report.pruned = systemd::prune_units(ex)?;
             }
         }
     }
@@ -201,33 +255,31 @@ pub fn provision(opts: &Options) -> Result<Report> {
         Attrs::root(0o444, mtime),
     )?;
 
-    if let Some(dir) = &opts.kernel_modules {
-        copy_modules(&mut ex, dir, mtime)?;
+    if let Some(dir) = &spec.kernel_modules {
+        copy_modules(ex, dir, mtime)?;
     }
 
     // osbuilder.yaml and the SBOM.
-    let rec = record::read_record(&record::record_path_for(root)).ok();
-    let (distro_name, distro_version) = match (&opts.distro, &rec) {
+    let (distro_name, distro_version) = match (&spec.distro, record) {
         (Some(d), _) => d.clone(),
         (None, Some(r)) => (r.distro.clone(), r.version.clone()),
-        (None, None) => os_release(&mut ex)?,
+        (None, None) => os_release(ex)?,
     };
-    let resolved: Vec<InstalledPackage> = rec.map(|r| r.packages).unwrap_or_default();
     let m = Manifest {
         osbuilder_version: env!("CARGO_PKG_VERSION").to_string(),
         created: mtime,
-        architecture: opts.arch.name().to_string(),
+        architecture: spec.arch.name().to_string(),
         distro_name,
         distro_version,
-        default_packages: opts.default_packages.clone(),
-        extra_packages: opts.extra_packages.clone(),
-        resolved,
+        default_packages: spec.default_packages.clone(),
+        extra_packages: spec.extra_packages.clone(),
+        resolved: record.map(|r| r.packages.clone()).unwrap_or_default(),
         agent: AgentInfo {
-            url: agent_url,
-            name: agent_name,
-            version: opts.agent_version.clone().unwrap_or(default_version),
+            url: agent.url,
+            name: agent.name,
+            version: spec.agent_version.clone().unwrap_or(agent.default_version),
             sha256: sha.clone(),
-            is_init: opts.init == InitMode::AgentInit,
+            is_init: spec.init == InitMode::AgentInit,
         },
     };
     ex.write_file(
@@ -240,24 +292,21 @@ pub fn provision(opts: &Options) -> Result<Report> {
         &mut Cursor::new(m.to_spdx()),
         Attrs::root(0o644, mtime),
     )?;
+    report.agent_sha256 = sha;
+    report.agent_bytes = agent_bytes;
+    Ok(report)
+}
 
-    let mtree = ex.finish()?;
-    if !privileged || existing.is_some() {
-        mtree.save(&meta_path)?;
-        report.metadata = Some(meta_path.clone());
-    }
-
-    // Kata's rootfs checks, on the result as a packer will see it.
+/// Kata's rootfs checks, on the result as a packer will see it (disk + metadata).
+pub fn check(root: &Path, metadata: Option<&Mtree>, spec: &Spec, report: &Report) -> Result<()> {
     let tree = Tree::scan(
         root,
         &ScanOptions {
-            metadata: report.metadata.as_ref().map(|_| mtree),
+            metadata: metadata.cloned(),
             ..Default::default()
         },
     )?;
-    check_init(&tree, opts.init, &agent_bytes)?;
-    report.agent_sha256 = sha;
-    Ok(report)
+    check_init(&tree, spec.init, &report.agent_bytes)
 }
 
 fn now() -> i64 {
