@@ -3,7 +3,9 @@
 //! Modules follow the pipeline (see README.md): `distro`/`matrix` plan and validate a
 //! request, `tree` is the rootfs + metadata every packer reads, `initrd` packs it.
 
+pub mod agent;
 pub mod arch;
+pub mod boot;
 pub mod cli;
 pub mod compress;
 pub mod distro;
@@ -13,5 +15,6 @@ pub mod matrix;
 pub mod mirror;
 pub mod output;
 pub mod pkg;
+pub mod provision;
 pub mod rootfs;
 pub mod tree;

@@ -1,9 +1,12 @@
 //! Command-line front end: argument parsing and dispatch. Each subcommand lives in its own
 //! file with an `Args` struct and a `run` function; the work itself is in the library.
 
+mod agent_args;
+mod boot;
 mod image;
 mod initrd;
 mod matrix;
+mod provision;
 mod rootfs;
 
 use clap::{Parser, Subcommand};
@@ -38,12 +41,16 @@ pub struct Cli {
 enum Command {
     /// Show the supported distro × arch × init combinations, or check one
     Matrix(matrix::Args),
-    /// Pack a rootfs into a compressed newc cpio initrd
-    Initrd(initrd::Args),
     /// Build a distro rootfs natively (verified packages, no root, any arch)
     Rootfs(rootfs::Args),
+    /// Make a rootfs a Kata guest: agent, units, config, osbuilder.yaml and SBOM
+    Provision(provision::Args),
+    /// Pack a rootfs into a compressed newc cpio initrd
+    Initrd(initrd::Args),
     /// Pack a rootfs into a bootable disk image (ext4/xfs/erofs, MBR/GPT, DAX, dm-verity)
     Image(image::Args),
+    /// Boot a kernel with an initrd or disk image under QEMU and wait for the agent
+    Boot(boot::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -52,9 +59,11 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Matrix(a) => matrix::run(a),
-        Command::Initrd(a) => initrd::run(a),
         Command::Rootfs(a) => rootfs::run(a),
+        Command::Provision(a) => provision::run(a),
+        Command::Initrd(a) => initrd::run(a),
         Command::Image(a) => image::run(a),
+        Command::Boot(a) => boot::run(a),
     };
     match result {
         Ok(()) => 0,

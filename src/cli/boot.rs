@@ -1,0 +1,109 @@
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::arch::Arch;
+use crate::boot::{self, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT_SECS, DiskBus, Options};
+
+#[derive(clap::Args, Debug)]
+#[command(
+    group(clap::ArgGroup::new("media").required(true).multiple(true).args(["initrd", "image"])),
+    after_help = "Starts qemu-system-<arch> with software emulation (TCG), no network, no \
+reboot and the serial console on a pipe, and waits for the agent's ready line (by default \
+the reference agent's 'osbuilder-agent: ready'). Prints the time to ready on stdout. On a \
+timeout, a kernel panic or an early QEMU exit it fails (exit 1) and shows the last 30 console \
+lines. The guest is always stopped when the command ends, also on Ctrl-C.\n\n\
+Kernel command line: console=<ttyS0|ttyAMA0|hvc0|ttysclp0> panic=-1, then for --image \
+root=<partition holding the first ext4/xfs/erofs filesystem> rootfstype=<type> ro (left out \
+when --append has root=), then osbuilder.poweroff=1 with --poweroff, then --append.\n\n\
+Disk images are attached read-only as NVMe by default: Debian's cloud kernels have NVMe and \
+ext4 built in but virtio_blk as a module, so an image boots without an initramfs. Use \
+--disk-bus virtio for kernels with virtio_blk built in (Kata's).\n\n\
+Examples:\n  osbuilder boot --kernel vmlinuz --initrd kata-containers-initrd.img\n  \
+osbuilder boot --kernel vmlinuz --image kata-containers.img --poweroff\n  \
+osbuilder boot --arch aarch64 --kernel vmlinuz-arm64 --initrd initrd.img --verbose\n  \
+osbuilder boot --kernel vmlinuz --image img --expect 'kata-agent' --timeout 300"
+)]
+pub struct Args {
+    /// The kernel to boot (vmlinuz, bzImage or arm64 Image)
+    #[arg(long)]
+    kernel: PathBuf,
+    /// Initrd (initramfs) to boot from, or to load before the disk's root
+    #[arg(long)]
+    initrd: Option<PathBuf>,
+    /// Disk image to boot (attached read-only, root on its first recognised partition)
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Guest architecture; default: the kernel's own (from its header), else the host's
+    #[arg(long)]
+    arch: Option<Arch>,
+    /// Seconds to wait for the ready line (and for the power-off with --poweroff)
+    #[arg(long, default_value_t = DEFAULT_TIMEOUT_SECS, value_name = "SECONDS")]
+    timeout: u64,
+    /// Extra kernel command-line arguments, added last
+    #[arg(long, allow_hyphen_values = true, value_name = "ARGS")]
+    append: Option<String>,
+    /// Guest memory in MiB
+    #[arg(long, default_value_t = DEFAULT_MEMORY_MB, value_name = "MB")]
+    memory: u32,
+    /// Text that means "ready" on the console [default: the reference agent's marker]
+    #[arg(long, value_name = "TEXT")]
+    expect: Option<String>,
+    /// Ask the agent to power off after the ready line (osbuilder.poweroff=1) and require a
+    /// clean power-off
+    #[arg(long)]
+    poweroff: bool,
+    /// How the disk image is attached
+    #[arg(long, value_enum, default_value = "nvme")]
+    disk_bus: DiskBus,
+    /// Show the console live (on stderr)
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if a.timeout == 0 {
+        return Err(super::UsageError("--timeout must be at least 1 second".into()).into());
+    }
+    let mut o = Options::new(a.kernel);
+    o.initrd = a.initrd;
+    o.image = a.image;
+    o.arch = a.arch;
+    o.timeout = Duration::from_secs(a.timeout);
+    o.append = a.append;
+    o.memory_mb = a.memory;
+    if let Some(e) = a.expect {
+        o.expect = e;
+    }
+    o.poweroff = a.poweroff;
+    o.disk_bus = a.disk_bus;
+
+    let plan = boot::plan(&o)?;
+    let m = &plan.machine;
+    eprintln!(
+        "booting {} on {} ({}, TCG, {} MiB), timeout {} s, waiting for '{}'",
+        o.kernel.display(),
+        plan.qemu.display(),
+        m.arch,
+        m.memory_mb,
+        a.timeout,
+        o.expect
+    );
+    eprintln!("kernel command line: {}", m.cmdline);
+    let verbose = a.verbose;
+    let r = boot::run(&plan, &o, &mut |line| {
+        if verbose {
+            eprintln!("{line}");
+        }
+    })?;
+    println!(
+        "ready after {:.2} s: {}",
+        r.ready_after.as_secs_f64(),
+        r.ready_line.trim()
+    );
+    if let Some(t) = r.powered_off_after {
+        println!("powered off after {:.2} s", t.as_secs_f64());
+    }
+    Ok(())
+}
