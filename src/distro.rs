@@ -116,6 +116,9 @@ pub struct Distro {
     pub mirror: MirrorConfig,
     #[serde(default)]
     pub packages: PackageSets,
+    /// The distro's kernel (meta)package per arch, for `osbuilder kernel fetch`.
+    #[serde(default)]
+    pub kernel: BTreeMap<Arch, String>,
     /// Files of the distro folder other than distro.toml, by relative path.
     #[serde(skip)]
     pub files: BTreeMap<String, Vec<u8>>,

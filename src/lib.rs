@@ -11,6 +11,7 @@ pub mod compress;
 pub mod distro;
 pub mod image;
 pub mod initrd;
+pub mod kernel;
 pub mod matrix;
 pub mod mirror;
 pub mod output;

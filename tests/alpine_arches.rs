@@ -53,6 +53,9 @@ fn rootfs(
             "--distro",
             "alpine",
             "--agent-init",
+            // The packages are what is under test; the reference agent exists for the
+            // host's arch only.
+            "--no-agent",
             "--arch",
             arch,
             "--os-version",

@@ -5,6 +5,7 @@ mod agent_args;
 mod boot;
 mod image;
 mod initrd;
+mod kernel;
 mod matrix;
 mod provision;
 mod rootfs;
@@ -51,6 +52,8 @@ enum Command {
     Image(image::Args),
     /// Boot a kernel with an initrd or disk image under QEMU and wait for the agent
     Boot(boot::Args),
+    /// Get a distro kernel for boot checks
+    Kernel(kernel::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -64,6 +67,7 @@ pub fn main() -> i32 {
         Command::Initrd(a) => initrd::run(a),
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
+        Command::Kernel(a) => kernel::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -2,6 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use super::agent_args::AgentArgs;
 use crate::arch::Arch;
 use crate::distro::InitMode;
 use crate::rootfs::{self, Options};
@@ -64,6 +65,11 @@ pub struct Args {
     /// Output rootfs directory (created atomically)
     #[arg(short, long)]
     output: PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
+    #[arg(long, conflicts_with_all = ["agent_bin", "agent_tarball"])]
+    no_agent: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -89,5 +95,6 @@ pub fn run(a: Args) -> Result<()> {
         run_scripts: a.run_scripts,
         output: a.output,
         host_apt_dir: None,
+        agent: (!a.no_agent).then(|| a.agent.request()),
     })
 }

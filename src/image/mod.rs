@@ -400,7 +400,7 @@ fn unify_hard_links(mut tree: Tree) -> Tree {
 /// Kata's check: the image must be able to start, so /sbin/init must exist
 /// (an executable or a symlink).
 fn check_rootfs(tree: &Tree) -> Result<()> {
-    match tree.get(b"sbin/init") {
+    match tree.lookup(b"sbin/init") {
         Some(e) if matches!(e.kind, crate::tree::Kind::Symlink { .. }) => Ok(()),
         Some(e) if matches!(e.kind, crate::tree::Kind::File { .. }) && e.perm & 0o111 != 0 => {
             Ok(())

@@ -55,6 +55,64 @@ pub struct Spec {
     pub source_date_epoch: Option<i64>,
 }
 
+/// The agent the user asked for, before the target arch and init mode are known
+/// (the flags of `osbuilder rootfs` and `osbuilder provision`).
+#[derive(Clone, Debug, Default)]
+pub struct AgentRequest {
+    pub agent_bin: Option<PathBuf>,
+    pub agent_tarball: Option<PathBuf>,
+    pub agent_version: Option<String>,
+    pub kernel_modules: Option<PathBuf>,
+    pub prune_units: bool,
+}
+
+impl AgentRequest {
+    /// Where the agent comes from; without one, osbuilder's reference agent, which exists
+    /// only for the arch osbuilder itself was built for.
+    pub fn source(&self, arch: Arch) -> Result<AgentSource> {
+        if let Some(p) = &self.agent_bin {
+            return Ok(AgentSource::Binary(p.clone()));
+        }
+        if let Some(p) = &self.agent_tarball {
+            return Ok(AgentSource::Tarball(p.clone()));
+        }
+        match crate::agent::reference_agent_arch() {
+            Some(a) if a == arch => Ok(AgentSource::Reference {
+                bytes: crate::agent::reference_agent(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+            }),
+            built => Err(crate::cli::UsageError(format!(
+                "no agent given for {arch}: osbuilder's built-in reference agent is built for {}; \
+                 pass --agent-bin PATH (a static {arch} binary) or --agent-tarball FILE, \
+                 or --no-agent for a bare rootfs",
+                built
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|| "another architecture".into())
+            ))
+            .into()),
+        }
+    }
+
+    pub fn spec(&self, arch: Arch, init: InitMode) -> Result<Spec> {
+        Ok(Spec {
+            arch,
+            init,
+            agent: self.source(arch)?,
+            agent_version: self.agent_version.clone(),
+            units: AgentUnits {
+                agent_service: crate::agent::KATA_AGENT_SERVICE.to_string(),
+                containers_target: crate::agent::KATA_CONTAINERS_TARGET.to_string(),
+            },
+            kernel_modules: self.kernel_modules.clone(),
+            prune_units: self.prune_units,
+            distro: None,
+            default_packages: Vec::new(),
+            extra_packages: Vec::new(),
+            source_date_epoch: crate::tree::source_date_epoch()?,
+        })
+    }
+}
+
 /// `osbuilder provision ROOTFS`: a spec applied to an existing directory.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -96,21 +154,38 @@ pub fn provision(opts: &Options) -> Result<Report> {
     } else {
         None
     };
-    let mut ex = Extractor::new(root, ExtractOptions::default())?;
-    let privileged = ex.privileged();
-    if let Some(m) = &existing {
-        *ex.mtree_mut() = m.clone();
-    }
+    let had_metadata = existing.is_some();
     let record = record::read_record(&record::record_path_for(root)).ok();
-    let mut report = apply(&mut ex, &opts.spec, agent, record.as_ref())?;
-    let mtree = ex.finish()?;
-    let keep_metadata = !privileged || existing.is_some();
-    check(root, keep_metadata.then_some(&mtree), &opts.spec, &report)?;
-    if keep_metadata {
+    let (mtree, mut report) = provision_dir(
+        root,
+        existing.unwrap_or_default(),
+        &opts.spec,
+        agent,
+        record.as_ref(),
+    )?;
+    if had_metadata || !mtree.is_empty() {
         mtree.save(&meta_path)?;
         report.metadata = Some(meta_path);
     }
     Ok(report)
+}
+
+/// Provision `root` (with its metadata `mtree`), check the result as a packer will see
+/// it, and return the updated metadata. Backends call this on their staged rootfs before
+/// committing it, so a failed provisioning never leaves a rootfs under the final name.
+pub fn provision_dir(
+    root: &Path,
+    mtree: Mtree,
+    spec: &Spec,
+    agent: LoadedAgent,
+    record: Option<&PackageRecord>,
+) -> Result<(Mtree, Report)> {
+    let mut ex = Extractor::new(root, ExtractOptions::default())?;
+    *ex.mtree_mut() = mtree;
+    let report = apply(&mut ex, spec, agent, record)?;
+    let mtree = ex.finish()?;
+    check(root, Some(&mtree), spec, &report)?;
+    Ok((mtree, report))
 }
 
 /// The agent's bytes and provenance, loaded and checked before anything is written.

@@ -32,7 +32,11 @@ fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
     roots
 }
 
-pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
+pub fn build(
+    target: &Target<'_>,
+    opts: &Options,
+    provisioning: Option<super::Provisioning>,
+) -> Result<()> {
     let start = Instant::now();
     let distro = target.distro;
     let arch = target.arch;
@@ -120,6 +124,7 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
+    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record)?;
     let dest = staged.dest().to_path_buf();
     staged.commit()?;
     save_mtree(&mtree, &dest)?;

@@ -14,13 +14,14 @@ use anyhow::{Context, Result, bail};
 use super::Options;
 use super::output::StagedDir;
 use crate::arch::Arch;
-use crate::distro::InitMode;
+use crate::distro::{Distro, InitMode};
 use crate::matrix::Target;
+use crate::mirror::Mirror;
 use crate::pkg::cache::Cache;
 use crate::pkg::deb::configure::configure;
 use crate::pkg::deb::debfile::{LoadedDeb, load_deb};
 use crate::pkg::deb::dpkgdb::{InstalledDeb, write_database};
-use crate::pkg::deb::index::{self, RepoSpec};
+use crate::pkg::deb::index::{self, RepoSpec, Universe};
 use crate::pkg::deb::release::{Keyring, parse_rfc2822};
 use crate::pkg::deb::resolve::Resolver;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
@@ -69,7 +70,11 @@ pub fn needs_essential(target: &Target<'_>, opts: &Options) -> bool {
     target.init == InitMode::Systemd || opts.run_scripts
 }
 
-pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
+pub fn build(
+    target: &Target<'_>,
+    opts: &Options,
+    provisioning: Option<super::Provisioning>,
+) -> Result<()> {
     let start = Instant::now();
     let distro = target.distro;
     let arch = target.arch;
@@ -77,60 +82,30 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
         .os_version
         .clone()
         .unwrap_or_else(|| distro.default_version.clone());
-    let apt_dir = opts
-        .host_apt_dir
-        .clone()
-        .unwrap_or_else(|| "/etc/apt".into());
-    let mirror = crate::mirror::resolve(
-        opts.mirror.as_deref(),
-        distro,
-        arch,
-        &apt_dir,
-        crate::mirror::host_is_debian(),
-    )?;
     if opts.run_scripts {
         check_can_run_scripts(arch)?;
     }
-
-    let mut keyring = Keyring::default();
-    for k in &distro.keyrings {
-        keyring.add(distro.file(k).unwrap_or_default(), k)?;
-    }
-    for k in &opts.keyrings {
-        let data = std::fs::read(k).with_context(|| format!("reading keyring {}", k.display()))?;
-        keyring.add(&data, &k.display().to_string())?;
-    }
-    if keyring.is_empty() {
-        bail!(
-            "no archive keyring for {}: add `keyrings` to its distro.toml or pass --keyring",
-            distro.name
-        );
-    }
-
-    let cache = Cache::open(opts.cache_dir.as_deref())?;
-    let fetcher = Fetcher::new();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     eprintln!(
-        "osbuilder: {} {suite} {} ({}) from {mirror}",
+        "osbuilder: {} {suite} {} ({})",
         distro.name,
         arch.debian(),
         target.init
     );
-    let universe = index::load(
-        &RepoSpec {
-            mirror: &mirror.url,
-            suite: &suite,
-            components: &distro.components,
-            arch: arch.debian(),
-            keyring: &keyring,
-            now,
-        },
-        &fetcher,
-        &cache,
-    )?;
+    let repo = open_repository(&RepoRequest {
+        distro,
+        arch,
+        suite: &suite,
+        mirror: opts.mirror.as_deref(),
+        keyrings: &opts.keyrings,
+        cache_dir: opts.cache_dir.as_deref(),
+        host_apt_dir: opts.host_apt_dir.as_deref(),
+    })?;
+    let Repository {
+        universe,
+        mirror,
+        fetcher,
+        cache,
+    } = repo;
     let resolver = Resolver::new(&universe, arch.debian());
     let roots = requested_packages(target, opts);
     let plan = resolver.resolve(&roots, needs_essential(target, opts))?;
@@ -226,6 +201,7 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
             })
             .collect::<Result<_>>()?,
     };
+    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record)?;
     let dest = staged.dest().to_path_buf();
     staged.commit()?;
     save_mtree(&mtree, &dest)?;
@@ -246,6 +222,77 @@ pub fn build(target: &Target<'_>, opts: &Options) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// What to open: a deb distro's repository for one arch and suite.
+pub struct RepoRequest<'a> {
+    pub distro: &'a Distro,
+    pub arch: Arch,
+    pub suite: &'a str,
+    pub mirror: Option<&'a str>,
+    pub keyrings: &'a [PathBuf],
+    pub cache_dir: Option<&'a Path>,
+    pub host_apt_dir: Option<&'a Path>,
+}
+
+/// A verified repository index, with the means to fetch its packages.
+pub struct Repository {
+    pub universe: Universe,
+    pub mirror: Mirror,
+    pub fetcher: Fetcher,
+    pub cache: Cache,
+}
+
+/// Resolve the mirror, assemble the keyring (the distro's plus the user's), and load the
+/// signed Release and its Packages indexes. Shared by `rootfs` and `kernel fetch`.
+pub fn open_repository(req: &RepoRequest<'_>) -> Result<Repository> {
+    let apt_dir = req.host_apt_dir.unwrap_or(Path::new("/etc/apt"));
+    let mirror = crate::mirror::resolve(
+        req.mirror,
+        req.distro,
+        req.arch,
+        apt_dir,
+        crate::mirror::host_is_debian(),
+    )?;
+    let mut keyring = Keyring::default();
+    for k in &req.distro.keyrings {
+        keyring.add(req.distro.file(k).unwrap_or_default(), k)?;
+    }
+    for k in req.keyrings {
+        let data = std::fs::read(k).with_context(|| format!("reading keyring {}", k.display()))?;
+        keyring.add(&data, &k.display().to_string())?;
+    }
+    if keyring.is_empty() {
+        bail!(
+            "no archive keyring for {}: add `keyrings` to its distro.toml or pass --keyring",
+            req.distro.name
+        );
+    }
+    let cache = Cache::open(req.cache_dir)?;
+    let fetcher = Fetcher::new();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    eprintln!("osbuilder: repository {mirror}");
+    let universe = index::load(
+        &RepoSpec {
+            mirror: &mirror.url,
+            suite: req.suite,
+            components: &req.distro.components,
+            arch: req.arch.debian(),
+            keyring: &keyring,
+            now,
+        },
+        &fetcher,
+        &cache,
+    )?;
+    Ok(Repository {
+        universe,
+        mirror,
+        fetcher,
+        cache,
+    })
 }
 
 /// Decompress packages on worker threads, a batch at a time, and extract them in order on

@@ -5,13 +5,16 @@ pub mod apk;
 pub mod deb;
 pub mod output;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
 use crate::arch::Arch;
 use crate::distro::{DistroSet, InitMode, PackageFormat};
-use crate::matrix::{Matrix, Request};
+use crate::matrix::{Matrix, Request, Target};
+use crate::pkg::record::PackageRecord;
+use crate::provision::{AgentRequest, LoadedAgent, Spec};
+use crate::tree::Mtree;
 
 /// Everything a rootfs build needs, as the CLI (or the Makefile through it) gives it.
 #[derive(Clone, Debug, Default)]
@@ -39,6 +42,8 @@ pub struct Options {
     pub output: PathBuf,
     /// The host APT configuration folder (default /etc/apt), for mirror discovery.
     pub host_apt_dir: Option<PathBuf>,
+    /// Provision the agent into the rootfs; None leaves a bare rootfs (Kata's ROOTFS_ONLY).
+    pub agent: Option<AgentRequest>,
 }
 
 pub fn build(opts: &Options) -> Result<()> {
@@ -49,12 +54,67 @@ pub fn build(opts: &Options) -> Result<()> {
         arch,
         init: opts.init,
     })?;
+    // The agent is read and checked now: a missing file or a wrong arch fails before
+    // anything is downloaded.
+    let provisioning = match (&opts.agent, opts.dry_run) {
+        (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
+        _ => None,
+    };
     match target.distro.package_format {
-        PackageFormat::Deb => deb::build(&target, opts),
-        PackageFormat::Apk => apk::build(&target, opts),
+        PackageFormat::Deb => deb::build(&target, opts, provisioning),
+        PackageFormat::Apk => apk::build(&target, opts, provisioning),
         other => bail!(
             "the native {other:?} backend for {} is not built into this osbuilder yet",
             target.distro.name
         ),
     }
+}
+
+/// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
+/// by the backend just before it is committed.
+pub struct Provisioning {
+    spec: Spec,
+    agent: LoadedAgent,
+}
+
+impl Provisioning {
+    fn prepare(req: &AgentRequest, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
+        let mut spec = req.spec(target.arch, target.init)?;
+        let version = opts
+            .os_version
+            .clone()
+            .unwrap_or_else(|| target.distro.default_version.clone());
+        spec.distro = Some((target.distro.name.clone(), version));
+        spec.default_packages = match &opts.packages {
+            Some(p) => p.clone(),
+            None => target.distro.package_set(target.arch, target.init),
+        };
+        spec.extra_packages = opts.extra_pkgs.clone();
+        let agent = crate::provision::load_agent(&spec)?;
+        Ok(Provisioning { spec, agent })
+    }
+}
+
+/// Provision the staged rootfs when an agent was asked for; returns the metadata to save.
+pub(crate) fn provision_staged(
+    provisioning: Option<Provisioning>,
+    staged: &Path,
+    mtree: Mtree,
+    record: &PackageRecord,
+) -> Result<Mtree> {
+    let Some(p) = provisioning else {
+        return Ok(mtree);
+    };
+    let (mtree, report) =
+        crate::provision::provision_dir(staged, mtree, &p.spec, p.agent, Some(record))?;
+    for w in &report.warnings {
+        eprintln!("osbuilder: warning: {w}");
+    }
+    eprintln!(
+        "osbuilder: provisioned {} agent at {} (sha256 {})",
+        p.spec.init,
+        report.agent_path,
+        &report.agent_sha256[..16]
+    );
+    Ok(mtree)
 }

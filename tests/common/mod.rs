@@ -161,3 +161,4 @@ pub fn set_mtime(p: &Path, secs: i64) {
 
 /// Signed Alpine repositories built by the tests (apk v2 packages, APKINDEX, HTTP server).
 pub mod apkrepo;
+pub mod kernel;
