@@ -48,6 +48,13 @@ fn build_trixie(arch: &str, elf: &str) {
             "--arch",
             arch,
         ])
+        // The reference agent exists for the host's arch only; a foreign-arch package
+        // install is what this test checks (tests/e2e.rs boots an arm64 guest with an agent).
+        .args(if arch == "amd64" {
+            &[][..]
+        } else {
+            &["--no-agent"][..]
+        })
         .arg("--mirror")
         .arg(&url)
         .arg("--cache-dir")
