@@ -292,6 +292,43 @@ fn an_initrd_without_a_working_init_fails_with_the_kernel_panic_and_console() {
 }
 
 #[test]
+fn waiting_in_vain_times_out_and_shows_the_console() {
+    let Some(kernel) = debian::cloud_kernel(host().debian()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = agent_rootfs(tmp.path());
+    let initrd = tmp.path().join("initrd.img");
+    pack_initrd(&rootfs, &initrd);
+    let out = osbuilder()
+        .args([
+            "boot",
+            "--timeout",
+            "25",
+            "--expect",
+            "never printed",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("timed out after 25 s waiting for 'never printed' on the console"),
+        "{stderr}"
+    );
+    // The agent did come up: its line is among the last console lines shown.
+    assert!(
+        stderr.contains(&format!("  | {READY_MARKER} kernel=")),
+        "{stderr}"
+    );
+    assert_no_guest_left(tmp.path());
+}
+
+#[test]
 fn a_garbage_kernel_fails_quickly_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let kernel = tmp.path().join("vmlinuz");
