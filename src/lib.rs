@@ -1,7 +1,8 @@
 //! osbuilder: build Kata-style guest OS artifacts, rootless and reproducible.
 //!
 //! Modules follow the pipeline (see README.md): `distro`/`matrix` plan and validate a
-//! request, `tree` is the rootfs + metadata every packer reads, `initrd` packs it.
+//! request, `tree` is the rootfs + metadata every packer reads, `initrd` packs it; `agent` is
+//! the embedded reference agent and its systemd units, `boot` proves an artifact boots (QEMU).
 
 pub mod agent;
 pub mod arch;

@@ -292,6 +292,43 @@ fn an_initrd_without_a_working_init_fails_with_the_kernel_panic_and_console() {
 }
 
 #[test]
+fn waiting_in_vain_times_out_and_shows_the_console() {
+    let Some(kernel) = debian::cloud_kernel(host().debian()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = agent_rootfs(tmp.path());
+    let initrd = tmp.path().join("initrd.img");
+    pack_initrd(&rootfs, &initrd);
+    let out = osbuilder()
+        .args([
+            "boot",
+            "--timeout",
+            "25",
+            "--expect",
+            "never printed",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--initrd")
+        .arg(&initrd)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("timed out after 25 s waiting for 'never printed' on the console"),
+        "{stderr}"
+    );
+    // The agent did come up: its line is among the last console lines shown.
+    assert!(
+        stderr.contains(&format!("  | {READY_MARKER} kernel=")),
+        "{stderr}"
+    );
+    assert_no_guest_left(tmp.path());
+}
+
+#[test]
 fn a_garbage_kernel_fails_quickly_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let kernel = tmp.path().join("vmlinuz");
@@ -398,4 +435,112 @@ fn interrupting_osbuilder_stops_the_guest() {
         assert!(!status.success());
         assert_no_guest_left(tmp.path());
     }
+}
+
+/// The systemd units in a real systemd boot: a Debian bookworm minbase rootfs (mmdebstrap,
+/// the host's mirror) provisioned by hand the way `osbuilder rootfs` will do it — agent at
+/// /usr/bin/kata-agent, our units, tmp.mount, kata-containers.target linked into
+/// basic.target.wants — as an ext4 image booted over NVMe. The ready line must reach the
+/// serial console through `StandardOutput=tty`, and `osbuilder.poweroff=1` must end in a clean
+/// systemd power-off. Ignored by default: it needs mmdebstrap, root, the mirror, and ~2 min.
+/// Run with `cargo test --test boot -- --ignored`.
+#[test]
+#[ignore]
+fn systemd_guest_starts_the_agent_unit_and_powers_off() {
+    let Some(kernel) = debian::cloud_kernel(host().debian()) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let rootfs = tmp.path().join("rootfs");
+    let o = Command::new("mmdebstrap")
+        .args([
+            "--quiet",
+            "--variant=minbase",
+            "--include=systemd-sysv",
+            "bookworm",
+        ])
+        .arg(&rootfs)
+        .output()
+        .expect("mmdebstrap (Debian package mmdebstrap)");
+    assert!(o.status.success(), "mmdebstrap: {o:?}");
+    write_exec(
+        &rootfs.join(osbuilder::agent::AGENT_PATH),
+        osbuilder::agent::reference_agent(),
+    );
+    for (path, text) in osbuilder::agent::systemd_units() {
+        std::fs::write(rootfs.join(path), text).unwrap();
+    }
+    let etc = rootfs.join("etc/systemd/system");
+    std::fs::copy(
+        rootfs.join("usr/share/systemd/tmp.mount"),
+        etc.join("tmp.mount"),
+    )
+    .unwrap();
+    std::fs::create_dir_all(etc.join("basic.target.wants")).unwrap();
+    std::os::unix::fs::symlink(
+        "/usr/lib/systemd/system/kata-containers.target",
+        etc.join("basic.target.wants/kata-containers.target"),
+    )
+    .unwrap();
+
+    let image = tmp.path().join("disk.img");
+    let size: u64 = 768 << 20;
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(size)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .arg("--quiet")
+        .arg(&image)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    sfdisk
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"label: dos\nstart=2048, type=83\n")
+        .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    let o = Command::new("mkfs.ext4")
+        .args(["-q", "-F", "-b", "4096", "-E", "offset=1048576", "-d"])
+        .arg(&rootfs)
+        .arg(&image)
+        .arg(((size - (1 << 20)) / 4096).to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "mkfs.ext4: {o:?}");
+
+    let out = osbuilder()
+        .args([
+            "boot",
+            "--poweroff",
+            "--timeout",
+            "240",
+            "--verbose",
+            "--kernel",
+        ])
+        .arg(&kernel)
+        .arg("--image")
+        .arg(&image)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "boot failed:\n{stderr}");
+    assert!(stderr.contains("Started kata-agent.service"), "{stderr}");
+    assert!(
+        stderr.contains("Reached target kata-contai"), // systemd shortens names
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains(READY_MARKER) && !stdout.contains(" pid=1 "),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("systemd-shutdown[1]: Powering off."),
+        "{stderr}"
+    );
+    assert!(stdout.contains("powered off after "), "{stdout}");
+    assert_no_guest_left(tmp.path());
 }

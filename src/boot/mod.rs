@@ -73,6 +73,8 @@ impl Options {
 pub struct Plan {
     pub qemu: PathBuf,
     pub machine: Machine,
+    /// Whether the kernel's header is a format we know (else a failure hints at it).
+    pub kernel_recognised: bool,
 }
 
 impl Plan {
@@ -95,6 +97,8 @@ pub struct Report {
 #[derive(Debug)]
 pub struct BootFailed {
     pub reason: String,
+    /// What the user might check, when we have a guess.
+    pub hint: Option<String>,
     pub console_tail: Vec<String>,
     pub qemu_stderr: String,
 }
@@ -116,6 +120,9 @@ impl std::fmt::Display for BootFailed {
             for l in err.lines() {
                 write!(f, "\n  ! {l}")?;
             }
+        }
+        if let Some(h) = &self.hint {
+            write!(f, "\nhint: {h}")?;
         }
         Ok(())
     }
@@ -166,6 +173,7 @@ pub fn plan(o: &Options) -> Result<Plan> {
     let cmdline = qemu::kernel_cmdline(arch, root, o.poweroff, o.append.as_deref());
     Ok(Plan {
         qemu,
+        kernel_recognised: from_kernel.is_some(),
         machine: Machine {
             arch,
             memory_mb: o.memory_mb,
@@ -199,10 +207,17 @@ pub fn run(plan: &Plan, o: &Options, on_line: &mut dyn FnMut(&str)) -> Result<Re
     let mut panic_line: Option<String> = None;
     let mut restarted = false;
 
+    let hint = (!plan.kernel_recognised).then(|| {
+        format!(
+            "{} does not look like a kernel image (no bzImage, arm64 Image, PE or ELF header)",
+            o.kernel.display()
+        )
+    });
     let fail = |guest: &mut Guest, console: &Console, reason: String| -> anyhow::Error {
         guest.stop();
         BootFailed {
             reason,
+            hint: hint.clone(),
             console_tail: console.tail(),
             qemu_stderr: guest.stderr(),
         }

@@ -172,6 +172,17 @@ fn arch_from_header(h: &[u8]) -> Option<Arch> {
     if at(0x38, b"ARM\x64") {
         return Some(Arch::Aarch64);
     }
+    if at(0, b"\x7fELF") && h.len() >= 20 {
+        // vmlinux (ppc64le boots one): e_machine in the header's byte order.
+        let big = h[5] == 2;
+        let m = [h[18], h[19]];
+        let machine = if big {
+            u16::from_be_bytes(m)
+        } else {
+            u16::from_le_bytes(m)
+        };
+        return Arch::from_elf(machine, big);
+    }
     if at(0, &[0x1f, 0x8b]) {
         let mut inner = vec![0u8; 64];
         let n = read_full(&mut flate2::read::GzDecoder::new(h), &mut inner).unwrap_or(0);
@@ -294,6 +305,11 @@ mod tests {
         pe[0x80..0x84].copy_from_slice(b"PE\0\0");
         pe[0x84..0x86].copy_from_slice(&0xaa64u16.to_le_bytes());
         assert_eq!(arch_from_header(&pe), Some(Arch::Aarch64));
+        let mut elf = vec![0u8; 64];
+        elf[..4].copy_from_slice(b"\x7fELF");
+        elf[5] = 1;
+        elf[18..20].copy_from_slice(&21u16.to_le_bytes());
+        assert_eq!(arch_from_header(&elf), Some(Arch::Ppc64le));
         assert_eq!(arch_from_header(b"garbage"), None);
         assert_eq!(arch_from_header(b""), None);
     }
