@@ -307,6 +307,18 @@ fn check_can_run_scripts(arch: Arch) -> Result<()> {
             "--run-scripts runs maintainer scripts in a chroot and needs root; drop it for a rootless build"
         );
     }
+    for (tool, pkg) in [
+        ("unshare", "util-linux"),
+        ("chroot", "coreutils"),
+        ("mount", "mount"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("--run-scripts needs `{tool}` (Debian package {pkg})");
+        }
+    }
     if Arch::host() == Some(arch) {
         return Ok(());
     }
