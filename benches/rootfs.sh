@@ -10,14 +10,17 @@
 # Needs root (mmdebstrap's root mode), mmdebstrap, and for arm64 qemu-user-static +
 # binfmt-support. The mirror: $OSBUILDER_MIRROR, else the host's APT sources.
 #
-# Usage: benches/rootfs.sh [--skip-arm64]     (targets: amd64 <= 0.5x, arm64 <= 0.1x)
+# Usage: benches/rootfs.sh [--skip-arm64 | --only-arm64]   (targets: amd64 <= 0.5x, arm64 <= 0.1x)
+# Debian packages: mmdebstrap bc; for arm64 also qemu-user-static binfmt-support arch-test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUITE=${SUITE:-trixie}
 PKGS=${PKGS:-chrony,iptables,dbus,cryptsetup-bin,e2fsprogs,libseccomp2,init}
 SKIP_ARM64=no
+SKIP_AMD64=no
 [ "${1:-}" = --skip-arm64 ] && SKIP_ARM64=yes
+[ "${1:-}" = --only-arm64 ] && SKIP_AMD64=yes
 
 mirror=${OSBUILDER_MIRROR:-}
 if [ -z "$mirror" ]; then
@@ -66,8 +69,10 @@ run_arch() {
 }
 
 echo "suite $SUITE, packages: required + $PKGS"
-run_arch amd64
-if [ "$SKIP_ARM64" = no ]; then
+[ "$SKIP_AMD64" = yes ] || run_arch amd64
+if [ "$SKIP_ARM64" = no ] && ! command -v arch-test >/dev/null; then
+  echo "arm64: skipped (mmdebstrap needs arch-test for a foreign architecture: apt-get install arch-test)"
+elif [ "$SKIP_ARM64" = no ]; then
   if [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
     mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
     update-binfmts --enable qemu-aarch64 2>/dev/null || true

@@ -205,3 +205,9 @@ fn debian_trixie_run_scripts_amd64() {
             .is_dir()
     );
 }
+
+#[test]
+fn debian_trixie_agent_init_ppc64el_and_s390x() {
+    build_trixie("ppc64el", "64-bit PowerPC");
+    build_trixie("s390x", "IBM S/390");
+}

@@ -637,3 +637,28 @@ fn zstd_payloads_are_read() {
     let p = pkg_zst("z", "1", "arm64", "", &[E::File("./z", b"z", 0o644, 0, 0)]);
     assert!(p.deb.windows(12).any(|w| w == b"data.tar.zst"));
 }
+
+#[test]
+fn unsupported_combinations_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["--distro", "clearlinux", "--arch", "s390x"][..],
+        &["--distro", "alpine", "--systemd"][..],
+        &["--distro", "nosuch"][..],
+    ] {
+        let out = osbuilder()
+            .arg("rootfs")
+            .args(args)
+            .args(["--mirror", "http://127.0.0.1:9/unused", "-o"])
+            .arg(dir.path().join("r"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

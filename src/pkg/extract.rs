@@ -262,7 +262,7 @@ impl Extractor {
                     let Some((fd, _)) = stack.pop() else {
                         bail!(
                             "a symlink on the way to {} climbs above the rootfs; refusing",
-                            show(&join(&names.concat(), b""))
+                            show(&names.join(&b'/'))
                         );
                     };
                     cur = fd;

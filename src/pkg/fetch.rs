@@ -58,10 +58,17 @@ impl Fetcher {
             .timeout_recv_body(Some(Duration::from_secs(600)))
             .user_agent(concat!("osbuilder/", env!("CARGO_PKG_VERSION")))
             .build();
+        // Mirrors throttle per connection more than per client; a few more parallel
+        // downloads than cores pays off. $OSBUILDER_DOWNLOAD_JOBS overrides.
+        let jobs = std::env::var("OSBUILDER_DOWNLOAD_JOBS")
+            .ok()
+            .and_then(|j| j.parse().ok())
+            .filter(|j| *j > 0)
+            .unwrap_or(8);
         Fetcher {
             agent: config.into(),
             attempts: 4,
-            jobs: 8,
+            jobs,
             progress: true,
         }
     }

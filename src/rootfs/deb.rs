@@ -354,6 +354,18 @@ fn check_can_run_scripts(arch: Arch) -> Result<()> {
             "--run-scripts runs maintainer scripts in a chroot and needs root; drop it for a rootless build"
         );
     }
+    for (tool, pkg) in [
+        ("unshare", "util-linux"),
+        ("chroot", "coreutils"),
+        ("mount", "mount"),
+    ] {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+            .unwrap_or(false);
+        if !found {
+            bail!("--run-scripts needs `{tool}` (Debian package {pkg})");
+        }
+    }
     if Arch::host() == Some(arch) {
         return Ok(());
     }
@@ -372,15 +384,33 @@ fn check_can_run_scripts(arch: Arch) -> Result<()> {
 }
 
 fn run_maintainer_scripts(root: &Path) -> Result<()> {
-    let st = std::process::Command::new("chroot")
+    // In a private mount namespace, so /proc, /sys and /dev are seen by the scripts and
+    // vanish with the namespace; nothing is left mounted in the rootfs.
+    let script = r#"set -e
+r=$1
+for d in proc sys dev; do mkdir -p "$r/$d"; done
+mount -t proc proc "$r/proc"
+mount -t sysfs sysfs "$r/sys"
+mount --rbind /dev "$r/dev"
+exec chroot "$r" /usr/bin/dpkg --configure -a"#;
+    let st = std::process::Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
         .arg(root)
-        .args(["/usr/bin/dpkg", "--configure", "-a"])
         .env_clear()
         .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
         .env("DEBIAN_FRONTEND", "noninteractive")
         .env("LC_ALL", "C")
         .status()
-        .context("running chroot (coreutils)")?;
+        .context("running unshare and chroot (util-linux, coreutils)")?;
     if !st.success() {
         bail!("dpkg --configure -a in the new rootfs failed ({st})");
     }
