@@ -467,7 +467,13 @@ fn ubuntu_ports_layout_for_arm64() {
         &r,
         "ubuntu",
         "arm64",
-        &["--agent-init", "--packages", "hello,base-files"],
+        // arm64 on this host: no reference agent for it, and the packages are under test.
+        &[
+            "--agent-init",
+            "--no-agent",
+            "--packages",
+            "hello,base-files",
+        ],
         &out,
     );
     assert!(ok, "{err}");

@@ -180,12 +180,45 @@ pub fn provision_dir(
     agent: LoadedAgent,
     record: Option<&PackageRecord>,
 ) -> Result<(Mtree, Report)> {
+    let mtime = spec.source_date_epoch.unwrap_or_else(now);
+    let started = std::time::SystemTime::now();
     let mut ex = Extractor::new(root, ExtractOptions::default())?;
+    ex.set_default_mtime(mtime);
     *ex.mtree_mut() = mtree;
     let report = apply(&mut ex, spec, agent, record)?;
     let mtree = ex.finish()?;
+    settle_dir_times(root, started, mtime)?;
     check(root, Some(&mtree), spec, &report)?;
     Ok((mtree, report))
+}
+
+/// Writing into a directory sets its mtime to the wall clock. Give every directory that
+/// provisioning changed the build timestamp instead, so rebuilds are identical.
+fn settle_dir_times(root: &Path, since: std::time::SystemTime, mtime: i64) -> Result<()> {
+    let since = since
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let md = std::fs::symlink_metadata(&dir)?;
+        use std::os::unix::fs::MetadataExt;
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            if e.file_type()?.is_dir() {
+                stack.push(e.path());
+            }
+        }
+        if md.mtime() >= since && md.mtime() != mtime {
+            let t = std::fs::FileTimes::new().set_modified(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64),
+            );
+            std::fs::File::open(&dir)
+                .and_then(|f| f.set_times(t))
+                .with_context(|| format!("setting the time of {}", dir.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// The agent's bytes and provenance, loaded and checked before anything is written.

@@ -201,7 +201,7 @@ pub fn build(
             })
             .collect::<Result<_>>()?,
     };
-    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record)?;
+    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record, mtime)?;
     let dest = staged.dest().to_path_buf();
     staged.commit()?;
     save_mtree(&mtree, &dest)?;

@@ -96,15 +96,19 @@ impl Provisioning {
 }
 
 /// Provision the staged rootfs when an agent was asked for; returns the metadata to save.
+/// `mtime` is the backend's build timestamp (SOURCE_DATE_EPOCH or the repository's date),
+/// so provisioned files are as reproducible as installed ones.
 pub(crate) fn provision_staged(
     provisioning: Option<Provisioning>,
     staged: &Path,
     mtree: Mtree,
     record: &PackageRecord,
+    mtime: i64,
 ) -> Result<Mtree> {
-    let Some(p) = provisioning else {
+    let Some(mut p) = provisioning else {
         return Ok(mtree);
     };
+    p.spec.source_date_epoch.get_or_insert(mtime);
     let (mtree, report) =
         crate::provision::provision_dir(staged, mtree, &p.spec, p.agent, Some(record))?;
     for w in &report.warnings {
