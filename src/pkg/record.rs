@@ -36,14 +36,28 @@ pub struct PackageRecord {
 
 /// `<rootfs>.packages.json`, beside the rootfs (like `<rootfs>.mtree`).
 pub fn record_path_for(rootfs: &Path) -> PathBuf {
-    let abs = std::path::absolute(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
-    let abs: PathBuf = abs.components().collect();
-    let mut name = abs
-        .file_name()
-        .map(|n| n.to_os_string())
-        .unwrap_or_else(|| "rootfs".into());
-    name.push(".packages.json");
-    abs.with_file_name(name)
+    crate::tree::sidecar_path(rootfs, ".packages.json")
+}
+
+/// The record entries for fetched packages: what the index promised, plus the sha256 of
+/// the file actually downloaded.
+pub fn installed_packages(
+    refs: &[crate::pkg::PackageRef],
+    files: &[PathBuf],
+) -> Result<Vec<InstalledPackage>> {
+    refs.iter()
+        .zip(files)
+        .map(|(p, f)| {
+            Ok(InstalledPackage {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                arch: p.arch.clone(),
+                sha256: crate::pkg::sha256_file(f)?,
+                size: p.size,
+                url: p.url.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Write the record atomically to `dest`. Packages are sorted for reproducibility.

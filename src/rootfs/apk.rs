@@ -10,15 +10,14 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::Options;
-use super::output::{StagedDir, save_mtree};
+use super::output::StagedDir;
 use crate::matrix::Target;
+use crate::pkg::PackageRef;
 use crate::pkg::apk::install::{self, Plan};
 use crate::pkg::cache::Cache;
 use crate::pkg::extract::{ExtractOptions, Extractor};
 use crate::pkg::fetch::Fetcher;
-use crate::pkg::record::{InstalledPackage, PackageRecord, record_path_for, write_record};
-use crate::pkg::{PackageRef, sha256_file};
-use crate::tree::mtree::Mtree;
+use crate::pkg::record::{PackageRecord, installed_packages};
 
 /// The world: `--packages` replaces the distro's set, `--extra-pkgs` adds to it.
 fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
@@ -109,45 +108,24 @@ pub fn build(
         arch: arch.alpine().to_string(),
         init: target.init.to_string(),
         mirrors: plan.repos.iter().map(|r| r.base.clone()).collect(),
-        packages: refs
-            .iter()
-            .zip(&files)
-            .map(|(p, f)| {
-                Ok(InstalledPackage {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    arch: p.arch.clone(),
-                    sha256: sha256_file(f)?,
-                    size: p.size,
-                    url: p.url.clone(),
-                })
-            })
-            .collect::<Result<_>>()?,
+        packages: installed_packages(&refs, &files)?,
     };
-    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record, t)?;
-    let dest = staged.dest().to_path_buf();
-    staged.commit()?;
-    save_mtree(&mtree, &dest)?;
-    write_record(&record_path_for(&dest), &record)?;
     eprintln!(
         "osbuilder: busybox: {} applet links from {}",
         done.busybox_links, done.busybox_source
     );
-    eprintln!(
-        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
-        dest.display(),
-        plan.packages.len(),
-        start.elapsed().as_secs_f64(),
-        fetched.as_secs_f64(),
-        if mtree.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; ownership and device metadata in {}",
-                Mtree::default_path_for(&dest).display()
-            )
-        }
-    );
+    super::finish(
+        staged,
+        mtree,
+        &record,
+        provisioning,
+        t,
+        super::Timing {
+            start,
+            fetched,
+            packages: plan.packages.len(),
+        },
+    )?;
     Ok(())
 }
 

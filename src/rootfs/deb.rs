@@ -17,6 +17,7 @@ use crate::arch::Arch;
 use crate::distro::{Distro, InitMode};
 use crate::matrix::Target;
 use crate::mirror::Mirror;
+use crate::pkg::PackageRef;
 use crate::pkg::cache::Cache;
 use crate::pkg::deb::configure::configure;
 use crate::pkg::deb::debfile::{LoadedDeb, load_deb};
@@ -26,9 +27,7 @@ use crate::pkg::deb::release::{Keyring, parse_rfc2822};
 use crate::pkg::deb::resolve::Resolver;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
 use crate::pkg::fetch::Fetcher;
-use crate::pkg::record::{InstalledPackage, PackageRecord, record_path_for, write_record};
-use crate::pkg::{PackageRef, sha256_file};
-use crate::tree::mtree::Mtree;
+use crate::pkg::record::{PackageRecord, installed_packages};
 
 /// Top-level directories that are symlinks into /usr in a merged-/usr system, per arch.
 fn merged_usr_links(arch: Arch) -> Vec<&'static str> {
@@ -186,41 +185,20 @@ pub fn build(
         arch: arch.debian().to_string(),
         init: target.init.to_string(),
         mirrors: vec![mirror.url.clone()],
-        packages: pkgs
-            .iter()
-            .zip(&files)
-            .map(|(p, f)| {
-                Ok(InstalledPackage {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    arch: p.arch.clone(),
-                    sha256: sha256_file(f)?,
-                    size: p.size,
-                    url: p.url.clone(),
-                })
-            })
-            .collect::<Result<_>>()?,
+        packages: installed_packages(&pkgs, &files)?,
     };
-    let mtree = super::provision_staged(provisioning, staged.path(), mtree, &record, mtime)?;
-    let dest = staged.dest().to_path_buf();
-    staged.commit()?;
-    save_mtree(&mtree, &dest)?;
-    write_record(&record_path_for(&dest), &record)?;
-    eprintln!(
-        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
-        dest.display(),
-        pkgs.len(),
-        start.elapsed().as_secs_f64(),
-        fetched.as_secs_f64(),
-        if mtree.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; ownership and device metadata in {}",
-                Mtree::default_path_for(&dest).display()
-            )
-        }
-    );
+    super::finish(
+        staged,
+        mtree,
+        &record,
+        provisioning,
+        mtime,
+        super::Timing {
+            start,
+            fetched,
+            packages: pkgs.len(),
+        },
+    )?;
     Ok(())
 }
 
@@ -335,16 +313,6 @@ fn install_all(
         }
     }
     Ok(installed)
-}
-
-fn save_mtree(m: &Mtree, rootfs: &Path) -> Result<()> {
-    let path = Mtree::default_path_for(rootfs);
-    if m.is_empty() {
-        // Root build: everything is on disk; drop a stale file from an earlier rootless run.
-        let _ = std::fs::remove_file(&path);
-        return Ok(());
-    }
-    m.save(&path)
 }
 
 /// --run-scripts needs root (chroot) and a host that executes the target's binaries.

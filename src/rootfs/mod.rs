@@ -5,16 +5,17 @@ pub mod apk;
 pub mod deb;
 pub mod output;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
 use crate::arch::Arch;
 use crate::distro::{DistroSet, InitMode, PackageFormat};
 use crate::matrix::{Matrix, Request, Target};
-use crate::pkg::record::PackageRecord;
+use crate::pkg::record::{PackageRecord, record_path_for, write_record};
 use crate::provision::{AgentRequest, LoadedAgent, Spec};
 use crate::tree::Mtree;
+use output::StagedDir;
 
 /// Everything a rootfs build needs, as the CLI (or the Makefile through it) gives it.
 #[derive(Clone, Debug, Default)]
@@ -95,30 +96,68 @@ impl Provisioning {
     }
 }
 
-/// Provision the staged rootfs when an agent was asked for; returns the metadata to save.
-/// `mtime` is the backend's build timestamp (SOURCE_DATE_EPOCH or the repository's date),
-/// so provisioned files are as reproducible as installed ones.
-pub(crate) fn provision_staged(
-    provisioning: Option<Provisioning>,
-    staged: &Path,
+/// How long a build took, for the closing line.
+pub(crate) struct Timing {
+    pub start: std::time::Instant,
+    /// Index and downloads.
+    pub fetched: std::time::Duration,
+    pub packages: usize,
+}
+
+/// The end of every backend: provision the staged rootfs (when an agent was asked for),
+/// write its metadata and package record beside it, then rename it into place. The files
+/// beside it go first: a rootfs never appears without the ownership its packers need.
+/// `mtime` is the build timestamp (SOURCE_DATE_EPOCH or the repository's date), so
+/// provisioned files are as reproducible as installed ones.
+pub(crate) fn finish(
+    staged: StagedDir,
     mtree: Mtree,
     record: &PackageRecord,
+    provisioning: Option<Provisioning>,
     mtime: i64,
-) -> Result<Mtree> {
-    let Some(mut p) = provisioning else {
-        return Ok(mtree);
+    timing: Timing,
+) -> Result<()> {
+    let mtree = match provisioning {
+        None => mtree,
+        Some(mut p) => {
+            p.spec.source_date_epoch.get_or_insert(mtime);
+            let (mtree, report) = crate::provision::provision_dir(
+                staged.path(),
+                mtree,
+                &p.spec,
+                p.agent,
+                Some(record),
+            )?;
+            for w in &report.warnings {
+                eprintln!("osbuilder: warning: {w}");
+            }
+            eprintln!(
+                "osbuilder: provisioned {} agent at {} (sha256 {})",
+                p.spec.init,
+                report.agent_path,
+                &report.agent_sha256[..16]
+            );
+            mtree
+        }
     };
-    p.spec.source_date_epoch.get_or_insert(mtime);
-    let (mtree, report) =
-        crate::provision::provision_dir(staged, mtree, &p.spec, p.agent, Some(record))?;
-    for w in &report.warnings {
-        eprintln!("osbuilder: warning: {w}");
-    }
+    let dest = staged.dest().to_path_buf();
+    output::save_mtree(&mtree, &dest)?;
+    write_record(&record_path_for(&dest), record)?;
+    staged.commit()?;
     eprintln!(
-        "osbuilder: provisioned {} agent at {} (sha256 {})",
-        p.spec.init,
-        report.agent_path,
-        &report.agent_sha256[..16]
+        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
+        dest.display(),
+        timing.packages,
+        timing.start.elapsed().as_secs_f64(),
+        timing.fetched.as_secs_f64(),
+        if mtree.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; ownership and device metadata in {}",
+                Mtree::default_path_for(&dest).display()
+            )
+        }
     );
-    Ok(mtree)
+    Ok(())
 }

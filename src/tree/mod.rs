@@ -454,6 +454,20 @@ pub fn os_path(rel: &[u8]) -> &OsStr {
     OsStr::from_bytes(rel)
 }
 
+/// A file kept beside a rootfs: `<rootfs><suffix>` (e.g. `out/rootfs.mtree` for
+/// `out/rootfs/`), whatever form the rootfs path was given in.
+pub fn sidecar_path(rootfs: &Path, suffix: &str) -> PathBuf {
+    let abs = std::path::absolute(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
+    // Normalise "dir/" and "dir/." so that the sibling is found.
+    let abs: PathBuf = abs.components().collect();
+    let mut name = abs
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_else(|| "rootfs".into());
+    name.push(suffix);
+    abs.with_file_name(name)
+}
+
 /// The metadata to use for `rootfs`: the explicit file if given (it must exist), else
 /// `<rootfs>.mtree` when that exists, else none. Returns the metadata and where it came from.
 pub fn load_metadata_for(

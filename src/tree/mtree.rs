@@ -90,15 +90,7 @@ impl Mtree {
 
     /// Where the metadata of `rootfs` lives by default: `<rootfs>.mtree` beside it.
     pub fn default_path_for(rootfs: &Path) -> PathBuf {
-        let abs = std::path::absolute(rootfs).unwrap_or_else(|_| rootfs.to_path_buf());
-        // Normalise "dir/" and "dir/." so that the sibling is found.
-        let abs: PathBuf = abs.components().collect();
-        let mut name = abs
-            .file_name()
-            .map(|n| n.to_os_string())
-            .unwrap_or_else(|| "rootfs".into());
-        name.push(".mtree");
-        abs.with_file_name(name)
+        super::sidecar_path(rootfs, ".mtree")
     }
 
     pub fn load(path: &Path) -> Result<Mtree> {
