@@ -230,7 +230,7 @@ mod tests {
         let a = joined(&qemu_args(&machine(Arch::X86_64)));
         assert_eq!(
             a,
-            "-accel tcg -machine q35 -cpu max -m 512 -smp 1 -nodefaults -no-user-config \
+            "-accel tcg -machine q35 -cpu max,-cx16 -m 512 -smp 1 -nodefaults -no-user-config \
              -display none -serial stdio -no-reboot -nic none -kernel /k/vmlinuz \
              -initrd /k/initrd.img -append console=ttyS0"
         );
