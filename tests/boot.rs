@@ -4,7 +4,6 @@
 //! the Debian mirror from the host's APT sources on first use (kernels are then cached under
 //! the target dir). Skips, saying why, only when the mirror is unreachable.
 
-#[allow(dead_code)]
 mod common;
 
 use std::os::unix::fs::PermissionsExt;

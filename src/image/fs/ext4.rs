@@ -17,7 +17,7 @@ use anyhow::{Result, bail};
 
 use super::run_tool;
 use crate::image::size::{Ext4Need, INODE_SIZE, MIB};
-use crate::tree::{Kind, Tree, os_path};
+use crate::tree::{Entry, Kind, Tree, os_path};
 
 /// Features, written out so neither /etc/mke2fs.conf nor e2fsprogs' compiled-in
 /// defaults decide them. Like mke2fs 1.47's ext4 defaults, minus orphan_file and
@@ -250,27 +250,7 @@ impl Ext4 {
                     if made_type != Some(wanted_type) =>
                 {
                     // Absent on disk, or an unprivileged build's placeholder file.
-                    if made_type.is_some() {
-                        s.extend(b"rm ");
-                        s.extend(&p);
-                        s.push(b'\n');
-                    }
-                    let spec = match &e.kind {
-                        Kind::CharDev { major, minor } => format!("c {major} {minor}"),
-                        Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
-                        _ => "p".to_string(),
-                    };
-                    // debugfs's mknod links its argument into the current directory
-                    // as one name, so go there first.
-                    let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
-                        Some(i) => (&e.path[..i], &e.path[i + 1..]),
-                        None => (&b""[..], &e.path[..]),
-                    };
-                    s.extend(b"cd ");
-                    s.extend(quote(dir)?);
-                    s.extend(b"\nmknod \"");
-                    s.extend(name);
-                    writeln!(s, "\" {spec}\ncd /")?;
+                    mknod_commands(&mut s, e, &p, made_type.is_some())?;
                     created = true;
                 }
                 _ => {}
@@ -315,7 +295,6 @@ impl Ext4 {
 /// directories, symlinks, device nodes and FIFOs that exist only in the metadata, and
 /// device nodes standing on disk as placeholder files.
 fn create_script(tree: &Tree) -> Result<(Vec<u8>, Vec<String>)> {
-    use std::io::Write;
     let mut s = Vec::new();
     let mut warnings = Vec::new();
     for e in tree.entries.iter().filter(|e| !e.path.is_empty()) {
@@ -342,27 +321,7 @@ fn create_script(tree: &Tree) -> Result<(Vec<u8>, Vec<String>)> {
                 s.push(b'\n');
             }
             Kind::CharDev { .. } | Kind::BlockDev { .. } | Kind::Fifo => {
-                if disk_type.is_some() {
-                    s.extend(b"rm ");
-                    s.extend(&p);
-                    s.push(b'\n');
-                }
-                let spec = match &e.kind {
-                    Kind::CharDev { major, minor } => format!("c {major} {minor}"),
-                    Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
-                    _ => "p".to_string(),
-                };
-                // debugfs's mknod links its argument into the current directory as one
-                // name, so go there first.
-                let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
-                    Some(i) => (&e.path[..i], &e.path[i + 1..]),
-                    None => (&b""[..], &e.path[..]),
-                };
-                s.extend(b"cd ");
-                s.extend(quote(dir)?);
-                s.extend(b"\nmknod \"");
-                s.extend(name);
-                writeln!(s, "\" {spec}\ncd /")?;
+                mknod_commands(&mut s, e, &p, disk_type.is_some())?;
             }
             Kind::Socket if disk_type.is_none() => warnings.push(format!(
                 "{}: sockets are made by programs at run time; not put in the image",
@@ -498,6 +457,34 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
         );
     }
     Ok(out.stdout)
+}
+
+/// debugfs commands that create the device node or FIFO `e` (quoted path `p`), removing
+/// what stands there first when `replace` (an unprivileged build's placeholder file).
+fn mknod_commands(s: &mut Vec<u8>, e: &Entry, p: &[u8], replace: bool) -> Result<()> {
+    use std::io::Write;
+    if replace {
+        s.extend(b"rm ");
+        s.extend(p);
+        s.push(b'\n');
+    }
+    let spec = match &e.kind {
+        Kind::CharDev { major, minor } => format!("c {major} {minor}"),
+        Kind::BlockDev { major, minor } => format!("b {major} {minor}"),
+        _ => "p".to_string(),
+    };
+    // debugfs's mknod links its argument into the current directory as one name, so go
+    // there first.
+    let (dir, name) = match e.path.iter().rposition(|c| *c == b'/') {
+        Some(i) => (&e.path[..i], &e.path[i + 1..]),
+        None => (&b""[..], &e.path[..]),
+    };
+    s.extend(b"cd ");
+    s.extend(quote(dir)?);
+    s.extend(b"\nmknod \"");
+    s.extend(name);
+    writeln!(s, "\" {spec}\ncd /")?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,8 +8,6 @@ use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
-use crate::pkg::extract::{Extractor, Installed};
-
 /// The control archive of one package.
 #[derive(Clone, Debug, Default)]
 pub struct ControlInfo {
@@ -106,49 +104,6 @@ pub fn load_deb(path: &Path, origin: &str) -> Result<LoadedDeb> {
     }
     match (control, data) {
         (Some(control), Some(data_tar)) => Ok(LoadedDeb { control, data_tar }),
-        _ => bail!("{origin}: .deb lacks a control or data member"),
-    }
-}
-
-/// Install one .deb into the extractor's rootfs; returns its control data and the paths
-/// it placed (for the dpkg .list file).
-pub fn install_deb(
-    path: &Path,
-    ex: &mut Extractor,
-    origin: &str,
-) -> Result<(ControlInfo, Vec<Installed>)> {
-    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut ar = ar::Archive::new(std::io::BufReader::new(f));
-    let mut control = None;
-    let mut installed = None;
-    let mut magic_ok = false;
-    while let Some(entry) = ar.next_entry() {
-        let entry = entry.with_context(|| format!("{origin}: not a valid .deb (ar) file"))?;
-        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
-        let name = name.trim_end_matches('/').to_string();
-        if name == "debian-binary" {
-            let mut v = String::new();
-            let mut entry = entry;
-            entry.read_to_string(&mut v)?;
-            if !v.starts_with("2.") {
-                bail!("{origin}: unsupported .deb format version {}", v.trim());
-            }
-            magic_ok = true;
-        } else if name.starts_with("control.tar") {
-            control =
-                Some(read_control(&name, entry).with_context(|| format!("{origin}: {name}"))?);
-        } else if name.starts_with("data.tar") {
-            if control.is_none() {
-                bail!("{origin}: data member before control member");
-            }
-            installed = Some(ex.unpack(decompressor(&name, entry)?, origin)?);
-        }
-    }
-    if !magic_ok {
-        bail!("{origin}: not a .deb (no debian-binary member)");
-    }
-    match (control, installed) {
-        (Some(c), Some(i)) => Ok((c, i)),
         _ => bail!("{origin}: .deb lacks a control or data member"),
     }
 }
