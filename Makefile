@@ -108,7 +108,7 @@ matrix: $(OSBUILDER)
 	$(OSBUILDER) matrix
 
 test:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --no-fail-fast
 
 bench:
 	benches/initrd.sh

@@ -15,6 +15,21 @@ fn agent_file(dir: &std::path::Path) -> std::path::PathBuf {
     p
 }
 
+/// Start a program that was written a moment ago. While another test thread forks, its
+/// child briefly holds every open descriptor, including the one this file was written
+/// through, and exec then fails with ETXTBSY ("Text file busy"): wait and try again.
+fn spawn_fresh_executable(cmd: &mut Command) -> std::process::Child {
+    for _ in 0..100 {
+        match cmd.spawn() {
+            Err(e) if e.kind() == std::io::ErrorKind::ExecutableFileBusy => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other.expect("starting the agent"),
+        }
+    }
+    panic!("the agent stayed busy (ETXTBSY) for 2 s")
+}
+
 #[test]
 fn file_says_static_executable_for_the_host_arch() {
     let tmp = tempfile::tempdir().unwrap();
@@ -41,11 +56,11 @@ fn file_says_static_executable_for_the_host_arch() {
 fn as_a_service_it_reports_ready_and_exits_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let p = agent_file(tmp.path());
-    let mut child = Command::new(&p)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_fresh_executable(
+        Command::new(&p)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
