@@ -483,9 +483,7 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&e.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = e.dir.join("rootfs");
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_osbuilder"));
+    let mut c = common::osbuilder_as_nobody();
     let inner = rootfs_cmd(&e, &out);
     c.args(inner.get_args())
         .env("OSBUILDER_CACHE_DIR", e.dir.join("cache-nobody"))

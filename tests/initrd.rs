@@ -4,7 +4,6 @@ mod common;
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 
@@ -132,16 +131,7 @@ chown -R 65534:65534 '{r}'
     std::fs::create_dir(&outdir).unwrap();
     sh(&format!("chown 65534:65534 '{}'", outdir.display()));
     let img = outdir.join("initrd.img");
-    ok(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_osbuilder"))
+    ok(osbuilder_as_nobody()
         .arg("initrd")
         .arg(&src)
         .arg("-o")
@@ -337,16 +327,7 @@ fn bad_inputs_fail_clearly_and_leave_nothing_behind() {
         // A folder the user cannot write to.
         let ro = d.path().join("ro");
         std::fs::create_dir(&ro).unwrap();
-        let out = run(Command::new("setpriv")
-            .args([
-                "--reuid",
-                "65534",
-                "--regid",
-                "65534",
-                "--clear-groups",
-                "--",
-            ])
-            .arg(env!("CARGO_BIN_EXE_osbuilder"))
+        let out = run(osbuilder_as_nobody()
             .arg("initrd")
             .arg(&src)
             .arg("-o")

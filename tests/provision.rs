@@ -178,16 +178,7 @@ fn unprivileged_provisioning_records_root_ownership() {
         r.display(),
         d.path().display()
     ));
-    ok(Command::new("setpriv")
-        .args([
-            "--reuid",
-            "65534",
-            "--regid",
-            "65534",
-            "--clear-groups",
-            "--",
-        ])
-        .arg(env!("CARGO_BIN_EXE_osbuilder"))
+    ok(osbuilder_as_nobody()
         .args(["provision", "--agent-init"])
         .arg(&r));
     let mtree = osbuilder::tree::Mtree::load(&d.path().join("rootfs.mtree")).unwrap();

@@ -162,3 +162,19 @@ pub fn set_mtime(p: &Path, secs: i64) {
 /// Signed Alpine repositories built by the tests (apk v2 packages, APKINDEX, HTTP server).
 pub mod apkrepo;
 pub mod kernel;
+
+/// `osbuilder` run as the unprivileged user nobody (uid/gid 65534, no groups), to check
+/// rootless builds from a root test run.
+pub fn osbuilder_as_nobody() -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        "65534",
+        "--regid",
+        "65534",
+        "--clear-groups",
+        "--",
+    ])
+    .arg(env!("CARGO_BIN_EXE_osbuilder"));
+    c
+}
