@@ -6,7 +6,8 @@
 #   arm64: osbuilder rootfs --systemd   vs  mmdebstrap --arch=arm64 (maintainer scripts under
 #          qemu-user through binfmt_misc; skipped when qemu-user-static/binfmt is missing)
 #
-# osbuilder is timed with a cold cache (downloads included, like mmdebstrap) and warm.
+# osbuilder is timed with a cold cache (downloads included, like mmdebstrap) and warm, with
+# --no-agent (mmdebstrap installs no agent either).
 # Needs root (mmdebstrap's root mode), mmdebstrap, and for arm64 qemu-user-static +
 # binfmt-support. The mirror: $OSBUILDER_MIRROR, else the host's APT sources.
 #
@@ -56,9 +57,9 @@ count() { dpkg-query --admindir="$1/var/lib/dpkg" -W -f '${Package}\n' | wc -l; 
 run_arch() {
   local arch=$1
   local osb_cold osb_warm mm
-  osb_cold=$(timed "osb-$arch-cold" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd \
+  osb_cold=$(timed "osb-$arch-cold" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent \
     --arch "$arch" --extra-pkgs "$PKGS" --mirror "$mirror" --cache-dir "$WORK/cache-$arch" -o "$WORK/osb-$arch")
-  osb_warm=$(timed "osb-$arch-warm" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd \
+  osb_warm=$(timed "osb-$arch-warm" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent \
     --arch "$arch" --extra-pkgs "$PKGS" --mirror "$mirror" --cache-dir "$WORK/cache-$arch" -o "$WORK/osb-$arch")
   mm=$(timed "mm-$arch" mmdebstrap --mode=root --variant=required --arch="$arch" --include="$PKGS" \
     "$SUITE" "$WORK/mm-$arch" "$mirror")
