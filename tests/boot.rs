@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::osbuilder;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -13,10 +15,6 @@ use std::time::Duration;
 
 use osbuilder::agent::{POWEROFF_MARKER, READY_MARKER};
 use osbuilder::arch::Arch;
-
-fn osbuilder() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-}
 
 fn text(out: &Output) -> (String, String) {
     (

@@ -467,7 +467,7 @@ fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
     };
     match init {
         InitMode::AgentInit => {
-            let Kind::File { source, .. } = &entry.kind else {
+            let Kind::File { .. } = &entry.kind else {
                 bail!("agent-init mode: /sbin/init in {root} is not the agent binary")
             };
             if entry.perm & 0o111 == 0 {
@@ -486,7 +486,6 @@ fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
                     }
                 }
             }
-            let _ = source;
         }
         InitMode::Systemd => {
             let target = tree.resolve(b"sbin/init").unwrap_or_default();
