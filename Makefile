@@ -107,8 +107,12 @@ smoke: $(OSBUILDER)
 matrix: $(OSBUILDER)
 	$(OSBUILDER) matrix
 
+# Every test binary runs (--no-fail-fast); the run ends with what was skipped and why.
+SKIPS := $(CURDIR)/target/tmp/skips
 test:
-	$(CARGO) test --workspace --no-fail-fast
+	@rm -rf "$(SKIPS)"
+	@status=0; OSBUILDER_TEST_SKIPS="$(SKIPS)" $(CARGO) test --workspace --no-fail-fast || status=$$?; \
+	  tests/skip-summary "$(SKIPS)"; exit $$status
 
 bench:
 	benches/initrd.sh

@@ -156,6 +156,18 @@ impl Arch {
         }
     }
 
+    /// The arch asked for, else the host's; a host osbuilder has no target for is a refusal
+    /// that asks for `--arch`.
+    pub fn or_host(asked: Option<Arch>) -> anyhow::Result<Arch> {
+        match asked.or_else(Arch::host) {
+            Some(a) => Ok(a),
+            None => Err(crate::error::refused(format!(
+                "this host's architecture ({}) is not a target osbuilder knows; pass --arch",
+                std::env::consts::ARCH
+            ))),
+        }
+    }
+
     /// Map an ELF `e_machine` (and endianness) back to an arch.
     pub fn from_elf(machine: u16, big_endian: bool) -> Option<Arch> {
         Arch::ALL

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use crate::arch::Arch;
-use crate::cli::UsageError;
 use crate::distro::{DistroSet, PackageFormat};
+use crate::error::refused;
 use crate::pkg::deb::debfile::load_deb;
 use crate::pkg::deb::index::Universe;
 use crate::pkg::deb::version;
@@ -49,26 +49,23 @@ pub struct Fetched {
 pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
     let set = DistroSet::load()?;
     let Some(distro) = set.get(&opts.distro) else {
-        return Err(UsageError(format!(
+        return Err(refused(format!(
             "unknown distro '{}'; known: {}",
             opts.distro,
             set.names().join(", ")
-        ))
-        .into());
+        )));
     };
     if distro.package_format != PackageFormat::Deb {
-        return Err(UsageError(format!(
+        return Err(refused(format!(
             "kernel fetch takes kernels from Debian-format repositories; {} is not one (use --distro debian)",
             distro.name
-        ))
-        .into());
+        )));
     }
     let Some(meta) = distro.kernel.get(&opts.arch) else {
-        return Err(UsageError(format!(
+        return Err(refused(format!(
             "distros/{}/distro.toml names no kernel package for {} ([kernel] table)",
             distro.name, opts.arch
-        ))
-        .into());
+        )));
     };
     let suite = opts
         .os_version

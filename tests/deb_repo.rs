@@ -1,6 +1,7 @@
 //! Hermetic tests of the native Debian backend: a repository built and signed here,
 //! served on 127.0.0.1, installed with `osbuilder rootfs`.
 
+mod common;
 mod deb_support;
 
 use std::path::Path;
@@ -497,8 +498,7 @@ fn ubuntu_ports_layout_for_arm64() {
 
 #[test]
 fn unprivileged_build_records_ownership_in_the_mtree() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIP: needs root to drop to uid 65534 with setpriv");
+    if !common::needs::root() {
         return;
     }
     let r = repo("debian", "amd64", &universe());

@@ -1,7 +1,7 @@
 //! End to end, as a user runs it: a Debian rootfs from the real mirror (the host's APT
 //! sources), provisioned with an agent, packed, and booted under QEMU (TCG) with Debian's
-//! kernel from `osbuilder kernel fetch`. Skips, saying why, only when the mirror cannot be
-//! reached. Downloads are shared through one cache, so the three builds fetch little twice.
+//! kernel from `osbuilder kernel fetch`. Skips (recorded by `needs`) only when the mirror
+//! cannot be reached. Downloads are shared through one cache, so the three builds fetch little twice.
 
 mod common;
 
@@ -14,8 +14,10 @@ fn cache_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e-cache")
 }
 
-/// `osbuilder rootfs …`, or None (after saying why) when the mirror is unreachable.
+/// `osbuilder rootfs …`, or None (the skip recorded) when the mirror is unreachable. Once
+/// the mirror answers, a failed build is a failure.
 fn rootfs(out: &Path, args: &[&str]) -> Option<()> {
+    needs::mirror()?;
     let res = run(osbuilder()
         .args(["rootfs", "--distro", "debian"])
         .args(args)
@@ -25,10 +27,6 @@ fn rootfs(out: &Path, args: &[&str]) -> Option<()> {
         .arg(out)
         .env("SOURCE_DATE_EPOCH", "1700000000"));
     let err = String::from_utf8_lossy(&res.stderr);
-    if !res.status.success() && kernel::is_network_failure(&err) {
-        eprintln!("SKIP: the Debian mirror cannot be reached: {err}");
-        return None;
-    }
     assert!(
         res.status.success(),
         "osbuilder rootfs {args:?} failed:\n{err}"

@@ -167,8 +167,10 @@ fn systemd_mode_installs_and_enables_the_units() {
 
 #[test]
 fn unprivileged_provisioning_records_root_ownership() {
-    if !is_root() || !have("setpriv") {
-        eprintln!("SKIPPED: needs root to drop privileges with setpriv (CI runs as root)");
+    if !common::needs::tools(&[("cpio", "cpio")]) {
+        return;
+    }
+    if !needs::root() || !needs::tools(&[("setpriv", "util-linux")]) {
         return;
     }
     let d = open_tempdir();

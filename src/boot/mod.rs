@@ -152,7 +152,7 @@ pub fn plan(o: &Options) -> Result<Plan> {
             o.kernel.display()
         ),
         (Some(a), _) | (None, Some(a)) => a,
-        (None, None) => crate::cli::arch_or_host(None)?,
+        (None, None) => crate::arch::Arch::or_host(None)?,
     };
     let target = arch.qemu();
     let qemu = qemu::find_binary(&target)?;

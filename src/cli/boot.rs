@@ -64,7 +64,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     if a.timeout == 0 {
-        return Err(super::UsageError("--timeout must be at least 1 second".into()).into());
+        return Err(crate::error::refused("--timeout must be at least 1 second"));
     }
     let mut o = Options::new(a.kernel);
     o.initrd = a.initrd;

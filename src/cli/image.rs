@@ -96,7 +96,7 @@ pub fn run(a: Args) -> Result<()> {
         block_size: a.block_size,
         metadata: a.metadata,
         seed: a.seed,
-        arch: super::arch_or_host(a.arch)?,
+        arch: crate::arch::Arch::or_host(a.arch)?,
         source_date_epoch: crate::tree::source_date_epoch()?,
         root_hash_file: a.root_hash_file,
         skip_rootfs_check: a.skip_rootfs_check,

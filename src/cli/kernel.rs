@@ -54,7 +54,7 @@ pub fn run(a: Args) -> Result<()> {
             cache_dir,
             output,
         } => {
-            let arch = super::arch_or_host(arch)?;
+            let arch = crate::arch::Arch::or_host(arch)?;
             let f = kernel::fetch(&FetchOptions {
                 distro,
                 arch,

@@ -31,7 +31,7 @@ pub fn run(a: Args) -> Result<()> {
     let distros = DistroSet::load()?;
     let m = Matrix::new(&distros);
     if a.check {
-        let arch = super::arch_or_host(a.arch)?;
+        let arch = crate::arch::Arch::or_host(a.arch)?;
         let distro = a.distro.as_deref().unwrap_or_default();
         let t = m.check(&Request {
             distro,

@@ -12,18 +12,6 @@ mod rootfs;
 
 use clap::{Parser, Subcommand};
 
-/// A request refused before any work started (bad combination, unknown name…): exit 2.
-#[derive(Debug)]
-pub struct UsageError(pub String);
-
-impl std::fmt::Display for UsageError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for UsageError {}
-
 #[derive(Parser, Debug)]
 #[command(
     name = "osbuilder",
@@ -72,23 +60,14 @@ pub fn main() -> i32 {
     match result {
         Ok(()) => 0,
         Err(e) => {
-            let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<crate::matrix::Unsupported>().is_some()
-                || e.downcast_ref::<crate::arch::UnknownArch>().is_some();
             eprintln!("osbuilder: error: {e:#}");
-            if usage { 2 } else { 1 }
+            exit_code(&e)
         }
     }
 }
 
-/// Parse an arch argument (any alias), defaulting to the host's.
-pub(crate) fn arch_or_host(a: Option<crate::arch::Arch>) -> anyhow::Result<crate::arch::Arch> {
-    match a.or_else(crate::arch::Arch::host) {
-        Some(a) => Ok(a),
-        None => Err(UsageError(format!(
-            "this host's architecture ({}) is not a target osbuilder knows; pass --arch",
-            std::env::consts::ARCH
-        ))
-        .into()),
-    }
+/// The one place exit statuses are decided: 2 for a request refused before any work (bad or
+/// unsupported input, an output path osbuilder will not write), 1 for a failure.
+pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if crate::error::is_refused(e) { 2 } else { 1 }
 }

@@ -36,7 +36,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let arch = super::arch_or_host(a.arch)?;
+    let arch = crate::arch::Arch::or_host(a.arch)?;
     let init = if a.agent_init {
         InitMode::AgentInit
     } else {

@@ -22,7 +22,6 @@ use anyhow::{Context, Result, bail};
 use sha2::{Digest, Sha256};
 
 use crate::arch::Arch;
-use crate::cli::UsageError;
 use crate::output::AtomicFile;
 use crate::tree::{ScanOptions, Tree};
 use fs::FsType;
@@ -84,7 +83,7 @@ pub struct Report {
 
 /// Refuse combinations that cannot work, before any work.
 fn validate(o: &Options) -> Result<()> {
-    let usage = |m: String| -> Result<()> { Err(UsageError(m).into()) };
+    let usage = |m: String| -> Result<()> { Err(crate::error::refused(m)) };
     if o.dax && o.table == Table::Gpt {
         return usage(
             "--table gpt cannot carry the DAX header: the pfn info block at 4 KiB overlaps the \

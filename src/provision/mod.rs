@@ -81,15 +81,14 @@ impl AgentRequest {
                 bytes: crate::agent::reference_agent(),
                 version: env!("CARGO_PKG_VERSION").to_string(),
             }),
-            built => Err(crate::cli::UsageError(format!(
+            built => Err(crate::error::refused(format!(
                 "no agent given for {arch}: osbuilder's built-in reference agent is built for {}; \
                  pass --agent-bin PATH (a static {arch} binary) or --agent-tarball FILE, \
                  or --no-agent for a bare rootfs",
                 built
                     .map(|a| a.to_string())
                     .unwrap_or_else(|| "another architecture".into())
-            ))
-            .into()),
+            ))),
         }
     }
 

@@ -48,13 +48,12 @@ pub fn build(
     ) {
         Ok(m) => m,
         Err(_) => {
-            return Err(crate::cli::UsageError(format!(
+            return Err(crate::error::refused(format!(
                 "no mirror for {}: pass --mirror URL (laid out as URL/v<version>/main/<arch>/\
                  APKINDEX.tar.gz), set $OSBUILDER_MIRROR, or set mirror.default in \
                  distros/{}/distro.toml",
                 distro.name, distro.name
-            ))
-            .into());
+            )));
         }
     };
     let apk_opts = install::Options {

@@ -49,7 +49,7 @@ pub struct Options {
 
 pub fn build(opts: &Options) -> Result<()> {
     let set = DistroSet::load()?;
-    let arch = crate::cli::arch_or_host(opts.arch)?;
+    let arch = crate::arch::Arch::or_host(opts.arch)?;
     let target = Matrix::new(&set).check(&Request {
         distro: &opts.distro,
         arch,

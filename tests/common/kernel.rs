@@ -7,9 +7,19 @@ use std::sync::Mutex;
 
 static FETCHING: Mutex<()> = Mutex::new(());
 
-/// `vmlinuz` for `arch` (e.g. "x86_64", "aarch64"), or None — with the reason printed —
-/// when the mirror cannot be reached.
+/// `vmlinuz` for `arch` (e.g. "x86_64", "aarch64"), or None — the skip recorded — when the
+/// mirror cannot be reached (probed independently of osbuilder). Once the mirror answers, a
+/// failed `kernel fetch` is a failure.
 pub fn kernel(arch: &str) -> Option<PathBuf> {
+    let (qemu, package) = match arch {
+        "x86_64" => ("qemu-system-x86_64", "qemu-system-x86"),
+        "aarch64" => ("qemu-system-aarch64", "qemu-system-arm"),
+        "ppc64le" => ("qemu-system-ppc64", "qemu-system-ppc"),
+        _ => ("qemu-system-s390x", "qemu-system-misc"),
+    };
+    if !super::needs::tools(&[(qemu, package)]) {
+        return None;
+    }
     let _guard = FETCHING.lock().unwrap_or_else(|e| e.into_inner());
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join("kernels")
@@ -18,33 +28,17 @@ pub fn kernel(arch: &str) -> Option<PathBuf> {
     if vmlinuz.exists() {
         return Some(vmlinuz);
     }
+    let mirror = super::needs::mirror()?;
     let out = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-        .args(["kernel", "fetch", "--arch", arch, "-o"])
+        .args(["kernel", "fetch", "--arch", arch, "--mirror", &mirror, "-o"])
         .arg(&dir)
         .output()
         .expect("running osbuilder kernel fetch");
     if out.status.success() {
         return Some(vmlinuz);
     }
-    let err = String::from_utf8_lossy(&out.stderr);
-    if is_network_failure(&err) {
-        eprintln!("SKIP: the Debian mirror cannot be reached, so no kernel to boot: {err}");
-        return None;
-    }
-    panic!("osbuilder kernel fetch --arch {arch} failed:\n{err}");
-}
-
-/// Whether osbuilder failed because the mirror is unreachable (not because of a bug).
-pub fn is_network_failure(stderr: &str) -> bool {
-    [
-        "Connection refused",
-        "Network is unreachable",
-        "failed to lookup",
-        "dns error",
-        "timed out",
-        "No Debian mirror",
-        "no mirror",
-    ]
-    .iter()
-    .any(|s| stderr.to_lowercase().contains(&s.to_lowercase()))
+    panic!(
+        "osbuilder kernel fetch --arch {arch} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -40,13 +40,9 @@ pub fn sh(script: &str) -> Output {
     ok(Command::new("sh").arg("-ec").arg(script))
 }
 
+/// Whether `tool` is on PATH (a test that cannot run without it uses `needs::tools`).
 pub fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    needs::have(tool)
 }
 
 /// A temp dir that an unprivileged user (65534) can enter.
@@ -162,6 +158,7 @@ pub fn set_mtime(p: &Path, secs: i64) {
 /// Signed Alpine repositories built by the tests (apk v2 packages, APKINDEX, HTTP server).
 pub mod apkrepo;
 pub mod kernel;
+pub mod needs;
 
 /// `osbuilder` run as the unprivileged user nobody (uid/gid 65534, no groups), to check
 /// rootless builds from a root test run.
