@@ -7,6 +7,7 @@ mod image;
 mod initrd;
 mod kernel;
 mod matrix;
+mod pkg;
 mod provision;
 mod rootfs;
 
@@ -42,6 +43,8 @@ enum Command {
     Boot(boot::Args),
     /// Get a distro kernel for boot checks
     Kernel(kernel::Args),
+    /// Package files: verify signatures and digests
+    Pkg(pkg::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -56,6 +59,7 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Pkg(a) => pkg::run(a),
     };
     match result {
         Ok(()) => 0,
