@@ -152,7 +152,12 @@ impl RpmRepository {
                 "no mirror for {}: pass --mirror URL (laid out as URL/{}/repodata/repomd.xml), \
                  set $OSBUILDER_MIRROR, or set mirror.default in distros/{}/distro.toml",
                 distro.name,
-                cfg.repos.first().map(String::as_str).unwrap_or("…"),
+                cfg.repos
+                    .first()
+                    .map(|r| r
+                        .replace("{version}", req.version)
+                        .replace("{arch}", req.arch.rpm()))
+                    .unwrap_or_default(),
                 distro.name
             ))
         })?;
