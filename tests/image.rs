@@ -382,6 +382,80 @@ fn reproducible_qcow2_and_seeds() {
     assert_ne!(uuid(&x), uuid(&z), "filesystem UUID ignores the seed");
 }
 
+/// Same rootfs (also copied elsewhere), same options, same SOURCE_DATE_EPOCH, no --seed:
+/// the same bytes whatever the output is called and wherever it, or the rootfs, lives —
+/// for every filesystem, table and format — and new UUIDs when one byte of content changes.
+#[test]
+fn same_inputs_give_the_same_bytes_under_any_name_or_folder() {
+    if !needs::tools(&[
+        ("qemu-img", "qemu-utils"),
+        ("mkfs.xfs", "xfsprogs"),
+        ("xfs_db", "xfsprogs"),
+        ("mkfs.erofs", "erofs-utils"),
+        ("fakeroot", "fakeroot"),
+        ("cmp", "diffutils"),
+    ]) {
+        return;
+    }
+    let d = scratch();
+    let r = make_tree(d.path());
+    // The same tree at another place: cp -a keeps owners, modes and times.
+    let other = d.path().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    run(Command::new("cp").arg("-a").arg(&r).arg(other.join("tree")));
+    std::fs::copy(d.path().join("rootfs.mtree"), other.join("tree.mtree")).unwrap();
+    let copy = other.join("tree");
+    for sub in ["a", "b"] {
+        std::fs::create_dir(d.path().join(sub)).unwrap();
+        std::fs::set_permissions(d.path().join(sub), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let a = d.path().join("a/kata-containers.img");
+    let b = d.path().join("b/guest.img");
+    for extra in [
+        &["--measured"][..],
+        &[
+            "--no-dax",
+            "--table",
+            "gpt",
+            "--measured",
+            "--format",
+            "qcow2",
+        ],
+        &["--no-dax", "--fs", "xfs"],
+        &["--no-dax", "--fs", "erofs", "--measured"],
+    ] {
+        fn with<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+            let mut v = vec!["-o", out.to_str().unwrap()];
+            v.extend(extra);
+            v
+        }
+        image_ok(&r, &with(&a, extra));
+        image_ok(&copy, &with(&b, extra));
+        run(Command::new("cmp").arg(&a).arg(&b));
+        if extra.contains(&"--measured") {
+            run(Command::new("cmp")
+                .arg(d.path().join("a/root_hash.txt"))
+                .arg(d.path().join("b/root_hash.txt")));
+        }
+    }
+    // One byte of content (same size, same time) is a different image: new UUIDs.
+    image_ok(&r, &["-o", a.to_str().unwrap()]);
+    run(Command::new("sh").arg("-ec").arg(format!(
+        "cd '{}' && printf 'gueSt\\n' > h && touch -r etc/hostname h && cat h > etc/hostname \
+         && touch -r h etc/hostname && rm h",
+        copy.display()
+    )));
+    image_ok(&copy, &["-o", b.to_str().unwrap()]);
+    let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(x.len(), y.len());
+    assert_ne!(
+        &x[440..444],
+        &y[440..444],
+        "the disk signature ignores the content"
+    );
+}
+
 #[test]
 fn dax_header_with_measured_rootfs() {
     let d = scratch();

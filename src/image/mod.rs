@@ -60,7 +60,8 @@ pub struct Options {
     pub align_mb: Option<u64>,
     pub block_size: u32,
     pub metadata: Option<PathBuf>,
-    /// None: derived from SOURCE_DATE_EPOCH and the output name, or random without it.
+    /// None: derived from the content (tree, SOURCE_DATE_EPOCH, options; see
+    /// `default_seed`), or random without SOURCE_DATE_EPOCH.
     pub seed: Option<String>,
     pub arch: Arch,
     pub source_date_epoch: Option<i64>,
@@ -120,21 +121,43 @@ fn derive(seed: &str, purpose: &str) -> [u8; 32] {
     Sha256::digest(format!("osbuilder:{purpose}:{seed}").as_bytes()).into()
 }
 
-fn default_seed(o: &Options) -> Result<String> {
-    let name = o
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(match o.source_date_epoch {
-        Some(t) => format!("{t}:{name}"),
-        None => {
-            use std::io::Read;
-            let mut b = [0u8; 16];
-            File::open("/dev/urandom")?.read_exact(&mut b)?;
-            verity::hex(&b)
-        }
-    })
+/// The seed when `--seed` is not given.
+///
+/// With SOURCE_DATE_EPOCH: a digest of everything that decides the image's bytes — the
+/// tree as packed ([`Tree::digest`]), the epoch, and every packing option — and of
+/// nothing else: not the output's name or folder, nor where the rootfs lives. The same
+/// inputs give the same image wherever it is written, and a change to any of them gives
+/// new UUIDs.
+///
+/// Without it the image carries the build time in its timestamps anyway, so it is not
+/// reproducible; the seed is random then, as mkfs's UUIDs are, so two such images never
+/// share filesystem or partition UUIDs.
+fn default_seed(o: &Options, tree: &Tree, align: u64) -> Result<String> {
+    let Some(epoch) = o.source_date_epoch else {
+        use std::io::Read;
+        let mut b = [0u8; 16];
+        File::open("/dev/urandom")?.read_exact(&mut b)?;
+        return Ok(verity::hex(&b));
+    };
+    let options = format!(
+        "fs={} table={:?} dax={} measured={} format={:?} size={:?} free={} align={align} \
+         block={} arch={}",
+        o.fs.name(),
+        o.table,
+        o.dax,
+        o.measured,
+        o.format,
+        o.size_mb,
+        o.free_mb,
+        o.block_size,
+        o.arch.name()
+    );
+    let mut h = Sha256::new();
+    h.update(b"osbuilder-image-seed-v1\0");
+    h.update(tree.digest()?);
+    h.update(epoch.to_le_bytes());
+    h.update(options.as_bytes());
+    Ok(verity::hex(&h.finalize()))
 }
 
 /// A private scratch folder beside the output (same filesystem, so copies can reflink),
@@ -207,9 +230,10 @@ pub fn build(o: &Options) -> Result<Report> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs() as i64,
     };
+    let align = o.align_mb.unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 }) * MIB;
     let seed = match &o.seed {
         Some(s) => s.clone(),
-        None => default_seed(o)?,
+        None => default_seed(o, &tree, align)?,
     };
     let bs = o.block_size as u64;
     let free = o.free_mb * MIB;
@@ -250,7 +274,6 @@ pub fn build(o: &Options) -> Result<Report> {
         }
     };
 
-    let align = o.align_mb.unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 }) * MIB;
     let layout = Layout::compute(&Request {
         table: o.table,
         dax: o.dax,
