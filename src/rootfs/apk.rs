@@ -71,7 +71,7 @@ pub fn build(
         "osbuilder: {} {} {} ({}) from {mirror}",
         distro.name, apk_opts.version, arch, target.init
     );
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let plan = install::plan(distro, &apk_opts, &keys, &fetcher)?;
     for r in &plan.repos {
         eprintln!("osbuilder: index {} signed by {}", r.base, r.signed_by);

@@ -247,7 +247,7 @@ pub fn open_repository(req: &RepoRequest<'_>) -> Result<Repository> {
         );
     }
     let cache = Cache::open(req.cache_dir)?;
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
