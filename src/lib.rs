@@ -20,4 +20,5 @@ pub mod output;
 pub mod pkg;
 pub mod provision;
 pub mod rootfs;
+pub mod show;
 pub mod tree;

@@ -203,6 +203,12 @@ enum Plan {
 }
 
 pub fn build(o: &Options) -> Result<Report> {
+    build_image(o).map_err(|e| {
+        crate::error::explain_disk_full(e, &crate::output::folder_of(&o.output), "the image")
+    })
+}
+
+fn build_image(o: &Options) -> Result<Report> {
     validate(o)?;
     let mut tools: Vec<(&str, &str)> = o.fs.tools().to_vec();
     if o.format == Format::Qcow2 {

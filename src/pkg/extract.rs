@@ -100,15 +100,15 @@ pub struct Extractor {
 const MAX_SYMLINKS: usize = 40;
 
 fn show(p: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(p))
+    crate::show::in_root(p)
 }
 
 /// Split an archive path into components, refusing absolute paths and `..`.
 fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     if raw.starts_with(b"/") {
         bail!(
-            "entry {:?} has an absolute path; refusing to write outside the rootfs",
-            String::from_utf8_lossy(raw)
+            "entry {} has an absolute path; refusing to write outside the rootfs",
+            crate::show::bytes(raw)
         );
     }
     let mut out = Vec::new();
@@ -116,8 +116,8 @@ fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
         match c {
             b"" | b"." => {}
             b".." => bail!(
-                "entry {:?} climbs out with '..'; refusing to write outside the rootfs",
-                String::from_utf8_lossy(raw)
+                "entry {} climbs out with '..'; refusing to write outside the rootfs",
+                crate::show::bytes(raw)
             ),
             c => out.push(c.to_vec()),
         }
@@ -189,7 +189,7 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
 /// A name the kernel can take: no NUL byte (tar names cannot hold one, but callers can).
 fn check_name(name: &[u8]) -> Result<()> {
     if name.contains(&0) {
-        bail!("path {:?} contains NUL", String::from_utf8_lossy(name));
+        bail!("path {} contains NUL", crate::show::bytes(name));
     }
     Ok(())
 }
@@ -488,7 +488,7 @@ impl Extractor {
             bail!(
                 "{} is a non-empty directory; cannot replace it with a symlink to {}",
                 show(&p.rel()),
-                String::from_utf8_lossy(target)
+                crate::show::bytes(target)
             );
         }
         check_name(target)?;
@@ -503,7 +503,7 @@ impl Extractor {
     pub fn hard_link(&mut self, path: &[u8], target: &[u8]) -> Result<Vec<u8>> {
         let src = self
             .parent_of(target, false)
-            .with_context(|| format!("hard link target {:?}", String::from_utf8_lossy(target)))?
+            .with_context(|| format!("hard link target {}", crate::show::bytes(target)))?
             .context("a hard link cannot point at the root")?;
         let st = type_at(src.fd.as_fd(), &src.name)
             .ok()
@@ -667,7 +667,7 @@ impl Extractor {
             let raw = entry.path_bytes().into_owned();
             let item = self
                 .unpack_entry(&mut entry, &raw)
-                .with_context(|| format!("{origin}: {}", String::from_utf8_lossy(&raw)))?;
+                .with_context(|| format!("{origin}: {}", crate::show::bytes(&raw)))?;
             if let Some(i) = item {
                 out.push(i);
             }

@@ -16,6 +16,7 @@ pub struct StagedDir {
 
 impl StagedDir {
     pub fn create(dest: &Path) -> Result<StagedDir> {
+        crate::output::check_path_length(dest)?;
         let dest = std::path::absolute(dest)?;
         let parent = dest
             .parent()
@@ -24,8 +25,8 @@ impl StagedDir {
         if !parent.is_dir() {
             bail!(
                 "cannot create rootfs {}: folder {} does not exist",
-                dest.display(),
-                parent.display()
+                crate::show::path(&dest),
+                crate::show::path(&parent)
             );
         }
         let name = dest

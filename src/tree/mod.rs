@@ -87,8 +87,10 @@ impl Entry {
         self.kind.format_bits() | self.perm
     }
 
+    /// The path as the guest sees it, for messages: one line, escaped, of bounded length
+    /// (see `crate::show`).
     pub fn path_display(&self) -> String {
-        format!("/{}", String::from_utf8_lossy(&self.path))
+        crate::show::in_root(&self.path)
     }
 }
 
@@ -224,7 +226,7 @@ impl Tree {
             .collect();
         let mut added = Vec::new();
         for (path, me) in m.iter() {
-            let shown = format!("/{}", String::from_utf8_lossy(path));
+            let shown = crate::show::in_root(path);
             if let Some(&i) = index.get(path) {
                 let e = &mut self.entries[i];
                 if let Some(k) = me.kind {
@@ -291,9 +293,9 @@ impl Tree {
                         .unwrap_or(false);
                     if !ok {
                         bail!(
-                            "metadata adds {}, but its parent /{} is not a directory in the rootfs or the metadata",
+                            "metadata adds {}, but its parent {} is not a directory in the rootfs or the metadata",
                             self.entries[w].path_display(),
-                            String::from_utf8_lossy(parent)
+                            crate::show::in_root(parent)
                         );
                     }
                 }
