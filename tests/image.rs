@@ -456,6 +456,89 @@ fn same_inputs_give_the_same_bytes_under_any_name_or_folder() {
     );
 }
 
+/// Every filesystem keeps the tree's times (ext4 and xfs always did; erofs stamped every
+/// inode with the build time when SOURCE_DATE_EPOCH was unset), and SOURCE_DATE_EPOCH
+/// clamps them all the same way. Read back with debugfs, xfs_db and dump.erofs.
+#[test]
+fn every_filesystem_keeps_the_trees_times_and_the_epoch_clamps_them() {
+    if !needs::tools(&[
+        ("debugfs", "e2fsprogs"),
+        ("mkfs.xfs", "xfsprogs"),
+        ("xfs_db", "xfsprogs"),
+        ("mkfs.erofs", "erofs-utils"),
+        ("dump.erofs", "erofs-utils"),
+        ("fakeroot", "fakeroot"),
+    ]) {
+        return;
+    }
+    let d = scratch();
+    let r = d.path().join("rootfs");
+    std::fs::create_dir_all(r.join("sbin")).unwrap();
+    std::fs::write(r.join("sbin/init"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(r.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // 1500000000 = 2017-07-14 02:40:00 UTC
+    run(Command::new("touch")
+        .args(["-d", "@1500000000"])
+        .arg(r.join("sbin/init"))
+        .arg(r.join("sbin"))
+        .arg(&r));
+    // (SOURCE_DATE_EPOCH, the time every filesystem must show)
+    for (epoch, shown) in [
+        (None, "2017-07-14 02:40:00"),
+        (Some("1400000000"), "2014-05-13 16:53:20"),
+    ] {
+        for fs in ["ext4", "xfs", "erofs"] {
+            let img = d.path().join(format!("{fs}.img"));
+            let mut c = Command::new(BIN);
+            c.arg("image")
+                .arg(&r)
+                .args(["--no-dax", "--fs", fs, "-o"])
+                .arg(&img)
+                .env("TZ", "UTC");
+            match epoch {
+                Some(e) => c.env("SOURCE_DATE_EPOCH", e),
+                None => c.env_remove("SOURCE_DATE_EPOCH"),
+            };
+            run(&mut c);
+            let p = partitions(&img);
+            let part = d.path().join(format!("{fs}.part"));
+            extract(&img, p[0].0, p[0].1, &part);
+            for path in ["/sbin/init", "/"] {
+                let got = match fs {
+                    "ext4" => {
+                        let st = run(Command::new("debugfs")
+                            .env("TZ", "UTC")
+                            .arg("-R")
+                            .arg(format!("stat {path}"))
+                            .arg(&part));
+                        st.lines()
+                            .find(|l| l.starts_with(" mtime:"))
+                            .unwrap_or_default()
+                            .to_string()
+                    }
+                    "xfs" => run(Command::new("xfs_db")
+                        .env("TZ", "UTC")
+                        .args(["-r", "-c", &format!("path {path}"), "-c", "print core.mtime.sec"])
+                        .arg(&part)),
+                    _ => run(Command::new("dump.erofs")
+                        .env("TZ", "UTC")
+                        .arg(format!("--path={path}"))
+                        .arg(&part)),
+                };
+                // debugfs and xfs_db print ctime(3) style, dump.erofs ISO style
+                let ctime_style = match shown {
+                    "2017-07-14 02:40:00" => "Fri Jul 14 02:40:00 2017",
+                    _ => "Tue May 13 16:53:20 2014",
+                };
+                assert!(
+                    got.contains(shown) || got.contains(ctime_style),
+                    "{fs} {path} with SOURCE_DATE_EPOCH={epoch:?}: {got}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dax_header_with_measured_rootfs() {
     let d = scratch();
