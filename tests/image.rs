@@ -518,7 +518,13 @@ fn every_filesystem_keeps_the_trees_times_and_the_epoch_clamps_them() {
                     }
                     "xfs" => run(Command::new("xfs_db")
                         .env("TZ", "UTC")
-                        .args(["-r", "-c", &format!("path {path}"), "-c", "print core.mtime.sec"])
+                        .args([
+                            "-r",
+                            "-c",
+                            &format!("path {path}"),
+                            "-c",
+                            "print core.mtime.sec",
+                        ])
                         .arg(&part)),
                     _ => run(Command::new("dump.erofs")
                         .env("TZ", "UTC")

@@ -449,35 +449,32 @@ fn check_rootfs(tree: &Tree) -> Result<()> {
 /// Copy a filesystem image into the output at `offset`, data extents only (holes stay
 /// holes), with copy_file_range so the kernel can share or copy without user space.
 fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::fs::{SeekFrom, copy_file_range, seek};
     let f = File::open(src)?;
     let len = f.metadata()?.len();
-    let (sfd, dfd) = (f.as_raw_fd(), dst.as_raw_fd());
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        // SAFETY: plain syscalls on open descriptors.
-        let data = unsafe { libc::lseek(sfd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: only a hole remains
-        }
-        let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
+    let failed = |e: rustix::io::Errno| {
+        anyhow::Error::from(std::io::Error::from(e))
+            .context(format!("copying {} into the image", crate::show::path(src)))
+    };
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match seek(&f, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(e) => return Err(failed(e)),
+        };
+        let end = seek(&f, SeekFrom::Hole(data)).unwrap_or(len).min(len);
         let mut off_in = data;
-        let mut off_out = offset as i64 + data;
-        let end = if hole < 0 { len as i64 } else { hole };
+        let mut off_out = offset + data;
         while off_in < end {
-            let n = unsafe {
-                libc::copy_file_range(
-                    sfd,
-                    &mut off_in,
-                    dfd,
-                    &mut off_out,
-                    (end - off_in) as usize,
-                    0,
-                )
-            };
-            if n <= 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("copying {} into the image", src.display()));
+            let want = (end - off_in) as usize;
+            let n = copy_file_range(&f, Some(&mut off_in), dst, Some(&mut off_out), want)
+                .map_err(failed)?;
+            if n == 0 {
+                bail!(
+                    "copying {} into the image: it ended early, at byte {off_in} of {len}",
+                    crate::show::path(src)
+                );
             }
         }
         pos = end;
