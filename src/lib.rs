@@ -18,6 +18,7 @@ pub mod matrix;
 pub mod mirror;
 pub mod output;
 pub mod pkg;
+pub mod process;
 pub mod provision;
 pub mod rootfs;
 pub mod tree;
