@@ -257,3 +257,25 @@ fn children_die_with_osbuilder_and_leftovers_are_swept() {
         }
     }
 }
+
+/// A missing mirror setting is a refused request for every distro (exit 2), before any work.
+#[test]
+fn no_mirror_is_refused_the_same_for_every_distro() {
+    let d = tempfile::tempdir().unwrap();
+    for distro in ["ubuntu", "alpine"] {
+        let o = run(osbuilder()
+            .args([
+                "rootfs",
+                "--distro",
+                distro,
+                "--no-agent",
+                "--dry-run",
+                "-o",
+            ])
+            .arg(d.path().join("r"))
+            .env_remove("OSBUILDER_MIRROR"));
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{distro}: {err}");
+        assert!(err.contains("--mirror"), "{distro}: {err}");
+    }
+}
