@@ -64,7 +64,7 @@ pub fn explain_disk_full(e: anyhow::Error, dir: &std::path::Path, what: &str) ->
         return e;
     }
     let free = rustix::fs::statvfs(dir)
-        .map(|s| format!(" ({} MiB free)", s.f_bavail * s.f_frsize >> 20))
+        .map(|s| format!(" ({} MiB free)", (s.f_bavail * s.f_frsize) >> 20))
         .unwrap_or_default();
     anyhow::anyhow!(
         "no space left on the disk holding {}{free} while writing {what}: free space there, \

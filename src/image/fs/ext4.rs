@@ -435,12 +435,9 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
     if write {
         cmd.arg("-w");
     }
-    let out = cmd
-        .arg("-f")
-        .arg(&path)
-        .arg(device)
-        .output()
-        .map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
+    cmd.arg("-f").arg(&path).arg(device);
+    let out =
+        crate::process::output(&mut cmd).map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
     let errors: Vec<&[u8]> = out
         .stderr
         .split(|c| *c == b'\n')
