@@ -80,6 +80,8 @@ enum Failure {
     Stalled { got: u64, of: Option<u64> },
     /// The connection closed before the announced length.
     CutShort { got: u64, of: Option<u64> },
+    /// Data kept coming, too slowly to finish within the body limit.
+    TooSlow { got: u64, of: Option<u64> },
     /// Anything else (connection refused, TLS, DNS, local write errors…).
     Other(anyhow::Error),
 }
@@ -92,7 +94,7 @@ fn bytes_of(got: u64, of: Option<u64>) -> String {
 }
 
 impl Failure {
-    fn describe(&self, idle: Duration) -> String {
+    fn describe(&self, idle: Duration, body: Duration) -> String {
         match self {
             Failure::Stalled { got: 0, of: None } => {
                 format!("the mirror did not answer for {} s", fmt_secs(idle))
@@ -106,6 +108,11 @@ impl Failure {
                 "the download was cut short after {} (the server closed the connection)",
                 bytes_of(*got, *of)
             ),
+            Failure::TooSlow { got, of } => format!(
+                "the mirror is too slow: only {} in {} s",
+                bytes_of(*got, *of),
+                fmt_secs(body)
+            ),
             Failure::Other(e) => format!("{e:#}"),
         }
     }
@@ -114,6 +121,7 @@ impl Failure {
     fn of_error(e: ureq::Error, got: u64, of: Option<u64>) -> Failure {
         match e {
             ureq::Error::Timeout(ureq::Timeout::PerRead) => Failure::Stalled { got, of },
+            ureq::Error::Timeout(ureq::Timeout::RecvBody) => Failure::TooSlow { got, of },
             ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
                 Failure::Stalled { got, of }
             }
@@ -141,6 +149,8 @@ pub struct Fetcher {
     agent: ureq::Agent,
     /// Longest wait for data on one read (see the module docs).
     idle: Duration,
+    /// Longest time one attempt may take to receive the body.
+    body: Duration,
     /// Attempts per file (1 = no retry).
     pub attempts: u32,
     /// Parallel downloads.
@@ -168,6 +178,11 @@ impl Fetcher {
     }
 
     pub fn with_idle_timeout(idle: Duration) -> Fetcher {
+        Fetcher::with_timeouts(idle, BODY_LIMIT)
+    }
+
+    /// Idle timeout per read and whole-body limit per attempt.
+    fn with_timeouts(idle: Duration, body: Duration) -> Fetcher {
         // Mirrors throttle per connection more than per client; a few more parallel
         // downloads than cores pays off. $OSBUILDER_DOWNLOAD_JOBS overrides.
         let jobs = std::env::var("OSBUILDER_DOWNLOAD_JOBS")
@@ -184,7 +199,7 @@ impl Fetcher {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
             .timeout_per_read(Some(idle))
-            .timeout_recv_body(Some(BODY_LIMIT))
+            .timeout_recv_body(Some(body))
             .max_idle_connections_per_host(jobs)
             .max_idle_connections(jobs * 4)
             .user_agent(concat!("osbuilder/", env!("CARGO_PKG_VERSION")))
@@ -196,6 +211,7 @@ impl Fetcher {
                 CachingResolver::default(),
             ),
             idle,
+            body,
             attempts: 4,
             jobs,
             progress: true,
@@ -224,7 +240,7 @@ impl Fetcher {
                 Err(Attempt::Local(e)) => return Err(FetchError::Other(e)),
                 Err(Attempt::Failed(f)) => f,
             };
-            let why = failure.describe(self.idle);
+            let why = failure.describe(self.idle, self.body);
             if attempt >= attempts || started.elapsed() >= FILE_BUDGET {
                 return Err(FetchError::Other(anyhow!(
                     "downloading {url} failed after {attempt} attempt{} in {:.0} s: {why}; \
@@ -491,6 +507,8 @@ mod tests {
         Pause(Duration),
         /// Half the body, then close.
         Truncate,
+        /// One byte at a time, each after `Duration`.
+        Trickle(Duration),
         NotFound,
     }
 
@@ -512,6 +530,16 @@ mod tests {
                         return;
                     }
                     let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    if let Fault::Trickle(d) = fault {
+                        let _ = s.write_all(head.as_bytes());
+                        for b in body {
+                            std::thread::sleep(d);
+                            if s.write_all(&[*b]).is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
                     let half = body.len() / 2;
                     let _ = s.write_all(head.as_bytes());
                     let _ = s.write_all(&body[..half]);
@@ -522,7 +550,7 @@ mod tests {
                             std::thread::sleep(d);
                             let _ = s.write_all(&body[half..]);
                         }
-                        Fault::Truncate | Fault::NotFound => {}
+                        Fault::Truncate | Fault::NotFound | Fault::Trickle(_) => {}
                     }
                 });
             }
@@ -563,6 +591,20 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_trickle_is_bounded_by_the_body_limit_and_called_slow() {
+        let url = serve(BODY, Fault::Trickle(Duration::from_millis(50)));
+        let mut f = Fetcher::with_timeouts(Duration::from_secs(5), Duration::from_millis(700));
+        f.attempts = 1;
+        let err = f.get(&url).unwrap_err().to_string();
+        assert!(
+            err.contains("failed after 1 attempt in")
+                && err.contains("the mirror is too slow: only ")
+                && err.contains(" of 65536 bytes in 0.7 s"),
+            "{err}"
+        );
     }
 
     #[test]
