@@ -19,6 +19,8 @@ pub mod mirror;
 pub mod output;
 pub mod parallel;
 pub mod pkg;
+pub mod process;
 pub mod provision;
 pub mod rootfs;
+pub mod show;
 pub mod tree;

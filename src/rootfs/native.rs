@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::Options;
-use super::output::StagedDir;
 use crate::distro::PackageFormat;
 use crate::matrix::Target;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::backend::{self, RepoRequest, Request};
 use crate::pkg::cache::Cache;
 use crate::pkg::extract::{ExtractOptions, Extractor};
@@ -51,7 +51,7 @@ pub fn build(
         format.arch_name(arch),
         target.init
     );
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let repo = backend::open(&RepoRequest {
         distro,
@@ -92,7 +92,7 @@ pub fn build(
         Some(t) => t,
         None => repo.default_mtime(&plan),
     };
-    let staged = StagedDir::create(&opts.output)?;
+    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
     let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
     ex.set_default_mtime(mtime);
     let report = repo.install(&mut ex, &request, &plan, &files, mtime)?;
