@@ -390,7 +390,11 @@ impl Repository for RpmRepository {
         // a signature either: the packages count as unsigned.
         let check_sigs = !(self.allow_unsigned && self.package_keys.is_empty());
         let checked = crate::parallel::map(&items, crate::parallel::cpu_jobs(), |_, (p, f)| {
-            let what = format!("{} ({})", p.package.name, p.package.url);
+            let what = format!(
+                "{} ({})",
+                crate::show::bytes(p.package.name.as_bytes()),
+                crate::show::bytes(p.package.url.as_bytes())
+            );
             let (rpm, _) = RpmFile::open(f, &what)?;
             let meta = Meta::from_header(&rpm.header, &what)?;
             let want = &self.universe.packages[p.id];
@@ -440,7 +444,7 @@ impl Repository for RpmRepository {
         let mut scriptlets = Vec::new();
         for (c, (_, f)) in checked.iter().zip(&items) {
             let accounts = Accounts::load(ex, &self.cfg.account_dirs)?;
-            let what = c.meta.nevra();
+            let what = crate::show::bytes(c.meta.nevra().as_bytes());
             let done = install::extract(ex, f, &c.rpm, &c.meta, &accounts, &mut owners, &what)?;
             for o in done.unknown_owners {
                 unknown.entry(o).or_default().push(c.meta.name.clone());

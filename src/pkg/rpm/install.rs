@@ -85,6 +85,11 @@ pub struct Owners {
     owner: HashMap<String, (String, String)>,
 }
 
+/// A name from a package, on one line whatever it holds (see `crate::show`).
+fn sh(s: &str) -> String {
+    crate::show::bytes(s.as_bytes())
+}
+
 /// `/usr/bin/foo` or `./usr/bin/foo` → `usr/bin/foo`; `..` components and NULs refused.
 fn rel_path(p: &[u8], what: &str) -> Result<String> {
     let s = std::str::from_utf8(p)
@@ -93,7 +98,10 @@ fn rel_path(p: &[u8], what: &str) -> Result<String> {
     let t = s.strip_prefix("./").unwrap_or(&s);
     let t = t.trim_start_matches('/');
     if t.split('/').any(|c| c == "..") {
-        bail!("{what}: entry {s:?} climbs out of the root with '..'; refusing it");
+        bail!(
+            "{what}: entry {} climbs out of the root with '..'; refusing it",
+            sh(&s)
+        );
     }
     Ok(t.trim_end_matches('/').to_string())
 }
@@ -207,15 +215,16 @@ fn place_all<R: Read>(
             None => {
                 if e.name.starts_with(b"/") {
                     bail!(
-                        "{what}: payload entry {:?} has an absolute path; refusing to write outside the rootfs",
-                        String::from_utf8_lossy(&e.name)
+                        "{what}: payload entry {} has an absolute path; refusing to write outside the rootfs",
+                        crate::show::bytes(&e.name)
                     );
                 }
                 let rel = rel_path(&e.name, what)?;
                 *by_path.get(&rel).with_context(|| {
                     format!(
-                        "{what}: payload entry /{rel} is not in the package header (header/payload \
-                         mismatch); refusing the package"
+                        "{what}: payload entry {} is not in the package header (header/payload \
+                         mismatch); refusing the package",
+                        crate::show::in_root(rel.as_bytes())
                     )
                 })?
             }
@@ -225,12 +234,15 @@ fn place_all<R: Read>(
         }
         let f = &files[idx];
         if f.is_ghost() {
-            bail!("{what}: ghost file {} has content in the payload", f.path);
+            bail!(
+                "{what}: ghost file {} has content in the payload",
+                sh(&f.path)
+            );
         }
         if e.index.is_none() && (e.mode & libc::S_IFMT) != f.kind() {
             bail!(
                 "{what}: {} is a {} in the payload but a {} in the header (header/payload mismatch)",
-                f.path,
+                sh(&f.path),
                 kind_name(e.mode),
                 kind_name(f.mode)
             );
@@ -263,7 +275,7 @@ fn place_all<R: Read>(
                     bail!(
                         "{what}: {} has {} bytes in the payload but {} in the header \
                          (header/payload mismatch)",
-                        f.path,
+                        sh(&f.path),
                         e.size,
                         f.size
                     );
@@ -284,11 +296,11 @@ fn place_all<R: Read>(
                 let target = archive.read_small(4096)?;
                 if target != f.linkto.as_bytes() {
                     bail!(
-                        "{what}: symlink {} points at {:?} in the payload but {:?} in the header \
+                        "{what}: symlink {} points at {} in the payload but {} in the header \
                          (header/payload mismatch)",
-                        f.path,
-                        String::from_utf8_lossy(&target),
-                        f.linkto
+                        sh(&f.path),
+                        crate::show::bytes(&target),
+                        sh(&f.linkto)
                     );
                 }
                 claim(owners, &rel, meta, &format!("-> {}", f.linkto), what)?;
@@ -310,7 +322,7 @@ fn place_all<R: Read>(
             }
             _ => bail!(
                 "{what}: {} has an unsupported file type ({:o})",
-                f.path,
+                sh(&f.path),
                 f.mode
             ),
         }
@@ -319,14 +331,14 @@ fn place_all<R: Read>(
     if let Some((_, names)) = waiting.iter().next() {
         bail!(
             "{what}: hard link {} has no member with content in the payload",
-            names[0]
+            sh(&names[0])
         );
     }
     for (i, f) in files.iter().enumerate() {
         if !seen[i] && !f.is_ghost() && !rel_path(f.path.as_bytes(), what)?.is_empty() {
             bail!(
                 "{what}: {} is in the header but not in the payload (header/payload mismatch)",
-                f.path
+                sh(&f.path)
             );
         }
     }
@@ -368,8 +380,9 @@ fn attrs_of(f: &FileEntry, accounts: &Accounts, out: &mut Extracted) -> Attrs {
 fn claim(owners: &mut Owners, rel: &str, meta: &Meta, content: &str, what: &str) -> Result<()> {
     match owners.owner.get(rel) {
         Some((pkg, c)) if pkg != &meta.name && c != content => bail!(
-            "{what}: /{rel} conflicts with the file of the same path from {pkg} (both packages \
-             install it with different content)"
+            "{what}: {} conflicts with the file of the same path from {pkg} (both packages \
+             install it with different content)",
+            crate::show::in_root(rel.as_bytes())
         ),
         _ => {
             owners
@@ -400,7 +413,7 @@ fn write_checked<R: Read>(
     if content.count != f.size {
         bail!(
             "{what}: {} is truncated in the payload ({} of {} bytes)",
-            f.path,
+            sh(&f.path),
             content.count,
             f.size
         );
@@ -410,7 +423,7 @@ fn write_checked<R: Read>(
             bail!(
                 "{what}: {} does not match its digest in the signed header (the payload was \
                  altered)",
-                f.path
+                sh(&f.path)
             );
         }
     }
@@ -454,19 +467,22 @@ pub fn check_contents(file: &Path, rpm: &RpmFile, meta: &Meta, what: &str) -> Re
             None => {
                 if e.name.starts_with(b"/") {
                     bail!(
-                        "{what}: payload entry {:?} has an absolute path",
-                        String::from_utf8_lossy(&e.name)
+                        "{what}: payload entry {} has an absolute path",
+                        crate::show::bytes(&e.name)
                     );
                 }
                 let rel = rel_path(&e.name, what)?;
                 *by_path.get(&rel).with_context(|| {
-                    format!("{what}: payload entry /{rel} is not in the package header (header/payload mismatch)")
+                    format!(
+                        "{what}: payload entry {} is not in the package header (header/payload mismatch)",
+                        crate::show::in_root(rel.as_bytes())
+                    )
                 })?
             }
         };
         let f = &meta.files[idx];
         if std::mem::replace(&mut seen[idx], true) {
-            bail!("{what}: {} appears twice in the payload", f.path);
+            bail!("{what}: {} appears twice in the payload", sh(&f.path));
         }
         if e.index.is_some() {
             archive.set_content(match f.kind() {
@@ -477,7 +493,7 @@ pub fn check_contents(file: &Path, rpm: &RpmFile, meta: &Meta, what: &str) -> Re
         } else if (e.mode & libc::S_IFMT) != f.kind() {
             bail!(
                 "{what}: {} is a {} in the payload but a {} in the header",
-                f.path,
+                sh(&f.path),
                 kind_name(e.mode),
                 kind_name(f.mode)
             );
@@ -498,7 +514,7 @@ pub fn check_contents(file: &Path, rpm: &RpmFile, meta: &Meta, what: &str) -> Re
             {
                 bail!(
                     "{what}: {} does not match its digest in the header (the payload was altered)",
-                    f.path
+                    sh(&f.path)
                 );
             }
             files += 1;
@@ -506,7 +522,10 @@ pub fn check_contents(file: &Path, rpm: &RpmFile, meta: &Meta, what: &str) -> Re
     }
     for (i, f) in meta.files.iter().enumerate() {
         if !seen[i] && !f.is_ghost() && !rel_path(f.path.as_bytes(), what)?.is_empty() {
-            bail!("{what}: {} is in the header but not in the payload", f.path);
+            bail!(
+                "{what}: {} is in the header but not in the payload",
+                sh(&f.path)
+            );
         }
     }
     Ok(ContentCheck {
