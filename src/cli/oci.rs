@@ -277,10 +277,11 @@ pub fn run_push(a: PushArgs) -> Result<()> {
         r.tag,
         r.uploaded,
         r.bytes_uploaded as f64 / 1048576.0,
-        if r.resumed > 0 {
-            format!(", {} interrupted chunk(s) resumed", r.resumed)
-        } else {
-            String::new()
+        match (r.resumed, r.restarted) {
+            (0, 0) => String::new(),
+            (a, b) => format!(
+                "; after interruptions {a} chunk(s) resumed, {b} upload(s) begun again (the registry dropped them)"
+            ),
         },
         r.present,
         r.mounted,

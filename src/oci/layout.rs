@@ -73,6 +73,8 @@ impl LayoutWriter {
 
     /// Put a file in as a blob; returns its digest, size and how it was stored.
     pub fn add_file(&self, src: &Path) -> Result<(Digest, u64, Placement)> {
+        // A link shares the file, not a symlink to it (hard_link does not follow symlinks).
+        let src = &fs_err::canonicalize(src)?;
         let md = fs_err::metadata(src)?;
         if !md.is_file() {
             bail!("{} is not a regular file", src.display());

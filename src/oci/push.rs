@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail};
 use super::digest::Digest;
 use super::layout::Layout;
 use super::reference::Reference;
-use super::registry::{BlobOutcome, Registry, Settings};
+use super::registry::{BlobOutcome, Registry, Settings, Source};
 use super::spec::{self, Descriptor, Index, Manifest};
 use crate::error::refused;
 
@@ -54,6 +54,8 @@ pub struct Report {
     pub uploaded: usize,
     /// Interrupted chunks that were continued where the registry had stopped.
     pub resumed: u32,
+    /// Interrupted uploads the registry had dropped, begun again in a new session.
+    pub restarted: u32,
     pub bytes_uploaded: u64,
     pub referrers: Vec<(Digest, Digest, Option<Attached>)>,
 }
@@ -235,10 +237,11 @@ fn upload_blobs(
                     let r = (|| -> Result<BlobOutcome> {
                         let p = layout.blob_path(&b.digest);
                         if b.size <= SMALL_BLOB {
-                            reg.push_small_blob(&b.digest, &fs_err::read(&p)?)
+                            let bytes = fs_err::read(&p)?;
+                            reg.push_blob(&b.digest, b.size, Source::Bytes(&bytes), &o.mount_from)
                         } else {
                             let f = fs_err::File::open(&p)?;
-                            reg.push_blob(&b.digest, b.size, f.file(), &o.mount_from)
+                            reg.push_blob(&b.digest, b.size, Source::File(f.file()), &o.mount_from)
                         }
                     })();
                     let failed = r.is_err();
@@ -255,9 +258,10 @@ fn upload_blobs(
         match r? {
             BlobOutcome::Present => report.present += 1,
             BlobOutcome::Mounted => report.mounted += 1,
-            BlobOutcome::Uploaded { resumed } => {
+            BlobOutcome::Uploaded { resumed, restarted } => {
                 report.uploaded += 1;
                 report.resumed += resumed;
+                report.restarted += restarted;
                 report.bytes_uploaded += size;
             }
         }

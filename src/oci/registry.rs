@@ -96,6 +96,14 @@ impl Read for FileRange<'_> {
 
 type Response = http::Response<ureq::Body>;
 
+/// Where a blob's bytes come from.
+pub enum Source<'a> {
+    /// Small blobs, sent in one request.
+    Bytes(&'a [u8]),
+    /// A file, sent in chunks.
+    File(&'a File),
+}
+
 /// How a blob reached the registry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BlobOutcome {
@@ -103,8 +111,9 @@ pub enum BlobOutcome {
     Present,
     /// Mounted from another repository of the same registry.
     Mounted,
-    /// Uploaded; `resumed` interrupted chunks were continued where they stopped.
-    Uploaded { resumed: u32 },
+    /// Uploaded: `resumed` cut chunks were continued where the registry stopped,
+    /// `restarted` times the registry had dropped the session and the blob began again.
+    Uploaded { resumed: u32, restarted: u32 },
 }
 
 /// The answer to a manifest PUT.
@@ -397,13 +406,14 @@ impl Registry {
         }
     }
 
-    /// Upload the blob `d` of `size` bytes from `file` unless the registry has it, mounting
-    /// it from `mount_from` repositories when one of them has it.
+    /// Upload the blob `d` of `size` bytes unless the registry has it, mounting it from
+    /// `mount_from` repositories when one of them has it. Small blobs go in one request,
+    /// files in chunks.
     pub fn push_blob(
         &self,
         d: &Digest,
         size: u64,
-        file: &File,
+        source: Source,
         mount_from: &[String],
     ) -> Result<BlobOutcome> {
         if self.has_blob(d)? {
@@ -425,40 +435,65 @@ impl Registry {
                 _ => return Err(self.unexpected(&format!("mounting blob {d} from {from}"), resp)),
             }
         }
-        let mut location = match location {
+        let location = match location {
             Some(l) => l,
             None => self.start_upload(d)?,
         };
+        match source {
+            Source::Bytes(bytes) => {
+                let sep = if location.contains('?') { '&' } else { '?' };
+                let url = format!("{location}{sep}digest={d}");
+                let headers = [("Content-Type", "application/octet-stream".to_string())];
+                let resp = self.send("PUT", &url, &headers, Payload::Bytes(bytes), true)?;
+                match resp.status().as_u16() {
+                    201 | 204 => Ok(BlobOutcome::Uploaded {
+                        resumed: 0,
+                        restarted: 0,
+                    }),
+                    _ => Err(self.unexpected(&format!("uploading blob {d}"), resp)),
+                }
+            }
+            Source::File(file) => self.upload_chunks(d, size, file, location),
+        }
+    }
+
+    /// The chunked upload of a file into the session at `location`. After a failed chunk
+    /// the session's status says how far the registry got: where it kept the session
+    /// (204 with `Range`), the upload continues from there; where it dropped it
+    /// (distribution 2.x/3.x cancel a session whose chunk was cut), the blob starts again
+    /// in a new session. Either way at most `attempts` failures per blob.
+    fn upload_chunks(
+        &self,
+        d: &Digest,
+        size: u64,
+        file: &File,
+        mut location: String,
+    ) -> Result<BlobOutcome> {
         let mut offset = 0u64;
         let mut failures = 0u32;
-        let mut resumed = 0u32;
+        let (mut resumed, mut restarted) = (0u32, 0u32);
         while offset < size {
             let len = self.settings.chunk.min(size - offset);
             let headers = [
                 ("Content-Type", "application/octet-stream".to_string()),
                 ("Content-Range", format!("{offset}-{}", offset + len - 1)),
             ];
-            let failure = match self.send(
+            let sent = self.send(
                 "PATCH",
                 &location,
                 &headers,
                 Payload::File(file, offset, len),
                 false,
-            ) {
+            );
+            let failure = match sent {
                 Ok(resp) if resp.status() == 202 => {
                     location = self.location(&resp)?;
                     offset += len;
                     continue;
                 }
-                // The session is gone or out of step: start again from the beginning.
+                // The session is gone or out of step.
                 Ok(resp) if matches!(resp.status().as_u16(), 404 | 416) => {
-                    failures += 1;
-                    if failures >= self.settings.attempts {
-                        return Err(self.unexpected(&format!("uploading blob {d}"), resp));
-                    }
-                    location = self.start_upload(d)?;
-                    offset = 0;
-                    continue;
+                    self.unexpected(&format!("uploading blob {d}"), resp)
                 }
                 Ok(resp) if resp.status().is_server_error() || resp.status() == 429 => {
                     self.unexpected(&format!("uploading blob {d}"), resp)
@@ -467,21 +502,21 @@ impl Registry {
                 Err(e) => e,
             };
             failures += 1;
-            if failures >= self.settings.attempts {
+            if failures >= self.settings.attempts.max(1) {
                 return Err(failure.context(format!("uploading blob {d} failed {failures} times")));
             }
             backoff(failures);
-            // Ask how far the registry got and go on from there.
             let status = self.send("GET", &location, &[], Payload::None, true)?;
-            match status.status().as_u16() {
-                204 | 202 => {
+            match (status.status().as_u16(), range_end(&status)) {
+                (204 | 202, Some(end)) if end <= size => {
                     location = self.location(&status).unwrap_or(location);
-                    offset = range_end(&status).unwrap_or(0);
+                    offset = end;
                     resumed += 1;
                 }
                 _ => {
                     location = self.start_upload(d)?;
                     offset = 0;
+                    restarted += 1;
                 }
             }
         }
@@ -489,11 +524,14 @@ impl Registry {
         let url = format!("{location}{sep}digest={d}");
         let resp = self.send("PUT", &url, &[], Payload::None, false)?;
         match resp.status().as_u16() {
-            201 | 204 => Ok(BlobOutcome::Uploaded { resumed }),
-            400 => Err(self.unexpected(&format!(
-                "finishing blob {d} (the registry computed another digest: the layout's copy does not match its \
-                 name; was the artifact changed after `osbuilder oci`?)"
-            ), resp)),
+            201 | 204 => Ok(BlobOutcome::Uploaded { resumed, restarted }),
+            400 => Err(self.unexpected(
+                &format!(
+                    "finishing blob {d} (the registry computed another digest: the layout's copy does not match \
+                     its name; was the artifact changed after `osbuilder oci`?)"
+                ),
+                resp,
+            )),
             _ => Err(self.unexpected(&format!("finishing blob {d}"), resp)),
         }
     }
@@ -519,22 +557,6 @@ impl Registry {
             .and_then(|v| v.to_str().ok())
             .context("the registry's upload answer has no Location header")?;
         Ok(self.absolute(loc))
-    }
-
-    /// Upload a small blob (a config, the empty descriptor) in one request.
-    pub fn push_small_blob(&self, d: &Digest, bytes: &[u8]) -> Result<BlobOutcome> {
-        if self.has_blob(d)? {
-            return Ok(BlobOutcome::Present);
-        }
-        let location = self.start_upload(d)?;
-        let sep = if location.contains('?') { '&' } else { '?' };
-        let url = format!("{location}{sep}digest={d}");
-        let headers = [("Content-Type", "application/octet-stream".to_string())];
-        let resp = self.send("PUT", &url, &headers, Payload::Bytes(bytes), true)?;
-        match resp.status().as_u16() {
-            201 | 204 => Ok(BlobOutcome::Uploaded { resumed: 0 }),
-            _ => Err(self.unexpected(&format!("uploading blob {d}"), resp)),
-        }
     }
 
     /// PUT a manifest or index under a tag or its digest.
