@@ -730,6 +730,15 @@ fn the_pulled_baremetal_triple_boots() {
     if !registry_tools() || !needs::tools(&[("busybox", "busybox-static")]) {
         return;
     }
+    // Debian's dynamic busybox also installs /bin/busybox; the initramfs has no libc.
+    let bb = std::fs::read("/bin/busybox").unwrap_or_default();
+    if bb.windows(8).any(|w| w == b"ld-linux") {
+        needs::skip(needs::Missing::Tool {
+            tool: "a static /bin/busybox".into(),
+            package: "busybox-static".into(),
+        });
+        return;
+    }
     let Some(kernel) = common::kernel::kernel("x86_64") else {
         return;
     };

@@ -289,9 +289,8 @@ pub fn run_push(a: PushArgs) -> Result<()> {
     );
     for (subject, referrer, how) in &r.referrers {
         let how = match how {
-            Some(push::Attached::ReferrersApi) => "through the referrers API".to_string(),
-            Some(push::Attached::FallbackTag(t)) => format!("in the fallback tag {t}"),
-            None => "?".into(),
+            push::Attached::ReferrersApi => "through the referrers API".to_string(),
+            push::Attached::FallbackTag(t) => format!("in the fallback tag {t}"),
         };
         eprintln!("  sbom {referrer} attached to {subject} {how}");
     }

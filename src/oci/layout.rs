@@ -48,7 +48,7 @@ pub struct LayoutWriter {
     link: LinkMode,
     seq: AtomicU64,
     /// (dev, ino, size, mtime) → digest: the same artifact given twice is hashed once.
-    seen: Mutex<HashMap<(u64, u64, u64, i64), (Digest, u64)>>,
+    seen: Mutex<HashMap<(u64, u64, u64, i64), (Digest, u64, Placement)>>,
 }
 
 impl LayoutWriter {
@@ -80,9 +80,9 @@ impl LayoutWriter {
             bail!("{} is not a regular file", src.display());
         }
         let key = (md.dev(), md.ino(), md.size(), md.mtime());
-        if let Some((d, n)) = self.seen.lock().unwrap().get(&key).cloned() {
+        if let Some((d, n, how)) = self.seen.lock().unwrap().get(&key).cloned() {
             if self.blobs.join(d.hex()).exists() {
-                return Ok((d, n, Placement::HardLinked));
+                return Ok((d, n, how));
             }
         }
         let tmp = self.temp();
@@ -110,7 +110,7 @@ impl LayoutWriter {
         self.seen
             .lock()
             .unwrap()
-            .insert(key, (digest.clone(), size));
+            .insert(key, (digest.clone(), size, placement));
         Ok((digest, size, placement))
     }
 

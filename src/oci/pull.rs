@@ -7,7 +7,7 @@
 //! disk. The folder is staged and renamed into place only when everything matched, so a
 //! corrupt blob or a lost connection leaves nothing under the output name.
 
-use std::io::Write;
+use std::io::{Read as _, Write};
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
@@ -255,8 +255,6 @@ fn fetch_blob(reg: &Registry, d: &Descriptor, dest: &std::path::Path) -> Result<
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(())
 }
-
-use std::io::Read as _;
 
 /// The SPDX SBOM referring to `subject`: through the referrers API, else its fallback tag.
 fn fetch_sbom(

@@ -57,7 +57,8 @@ pub struct Report {
     /// Interrupted uploads the registry had dropped, begun again in a new session.
     pub restarted: u32,
     pub bytes_uploaded: u64,
-    pub referrers: Vec<(Digest, Digest, Option<Attached>)>,
+    /// (subject, referrer, how it was attached).
+    pub referrers: Vec<(Digest, Digest, Attached)>,
 }
 
 /// The image to push: its tag in the layout and its descriptor.
@@ -196,9 +197,7 @@ pub fn push(o: &Options) -> Result<Report> {
         } else {
             Attached::FallbackTag(add_to_fallback(&reg, &subject.digest, &doc.desc)?)
         };
-        report
-            .referrers
-            .push((subject.digest.clone(), doc.desc.digest.clone(), Some(how)));
+        report.referrers.push((subject.digest.clone(), doc.desc.digest.clone(), how));
     }
     Ok(report)
 }
