@@ -19,6 +19,7 @@ pub mod mirror;
 pub mod oci;
 pub mod output;
 pub mod pkg;
+pub mod process;
 pub mod provision;
 pub mod rootfs;
 pub mod tree;

@@ -62,9 +62,14 @@ pub struct Args {
     /// Run maintainer scripts in a chroot (root; same arch, or qemu-user via binfmt)
     #[arg(long)]
     run_scripts: bool,
-    /// Output rootfs directory (created atomically)
+    /// Output rootfs folder (created atomically; an earlier osbuilder rootfs is replaced, any
+    /// other non-empty folder refused)
     #[arg(short, long)]
     output: PathBuf,
+    /// Replace the output folder even if osbuilder did not make it (never /, your home, the
+    /// current directory or a mount point)
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     agent: AgentArgs,
     /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
@@ -94,6 +99,7 @@ pub fn run(a: Args) -> Result<()> {
         dry_run: a.dry_run,
         run_scripts: a.run_scripts,
         output: a.output,
+        force: a.force,
         host_apt_dir: None,
         agent: (!a.no_agent).then(|| a.agent.request()),
     })

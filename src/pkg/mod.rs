@@ -5,7 +5,7 @@
 //! [`cache::Cache`], the backend streams each package's payload through
 //! [`extract::Extractor`] into the rootfs (never outside it; ownership and device nodes
 //! that an unprivileged build cannot apply go to the rootfs `Mtree`), and
-//! [`record::write_record`] writes what was installed beside the rootfs.
+//! [`record::record_text`] is what was installed, written beside the rootfs.
 
 pub mod apk;
 pub mod cache;

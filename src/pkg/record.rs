@@ -60,17 +60,14 @@ pub fn installed_packages(
         .collect()
 }
 
-/// Write the record atomically to `dest`. Packages are sorted for reproducibility.
-pub fn write_record(dest: &Path, record: &PackageRecord) -> Result<()> {
+/// The record as written: pretty JSON, packages sorted for reproducibility.
+pub fn record_text(record: &PackageRecord) -> Result<String> {
     let mut r = record.clone();
     r.packages
         .sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
     let mut text = serde_json::to_string_pretty(&r)?;
     text.push('\n');
-    let out = crate::output::AtomicFile::create(dest)?;
-    std::io::Write::write_all(&mut out.handle()?, text.as_bytes())
-        .with_context(|| format!("writing {}", dest.display()))?;
-    out.commit()
+    Ok(text)
 }
 
 pub fn read_record(path: &Path) -> Result<PackageRecord> {

@@ -10,8 +10,8 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::Options;
-use super::output::StagedDir;
 use crate::matrix::Target;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::PackageRef;
 use crate::pkg::apk::install::{self, Plan};
 use crate::pkg::cache::Cache;
@@ -94,7 +94,7 @@ pub fn build(
     let fetched = start.elapsed();
 
     let t = install::default_mtime(&plan, crate::tree::source_date_epoch()?);
-    let staged = StagedDir::create(&opts.output)?;
+    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
     let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
     ex.set_default_mtime(t);
     let done = install::populate(&mut ex, distro, &apk_opts, &plan, &keys, &files, t)?;

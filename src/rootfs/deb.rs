@@ -12,11 +12,11 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 
 use super::Options;
-use super::output::StagedDir;
 use crate::arch::Arch;
 use crate::distro::{Distro, InitMode};
 use crate::matrix::Target;
 use crate::mirror::Mirror;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::PackageRef;
 use crate::pkg::cache::Cache;
 use crate::pkg::deb::configure::configure;
@@ -140,7 +140,7 @@ pub fn build(
             .and_then(|d| parse_rfc2822(d).ok())
             .unwrap_or(0),
     };
-    let staged = StagedDir::create(&opts.output)?;
+    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
     let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
     ex.set_default_mtime(mtime);
     let dir = Attrs::root(0o755, mtime);
@@ -361,23 +361,23 @@ mount -t proc proc "$r/proc"
 mount -t sysfs sysfs "$r/sys"
 mount --rbind /dev "$r/dev"
 exec chroot "$r" /usr/bin/dpkg --configure -a"#;
-    let st = std::process::Command::new("unshare")
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(root)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("LC_ALL", "C")
-        .status()
+    let mut cmd = crate::process::command("unshare");
+    cmd.args([
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(root)
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .env("LC_ALL", "C");
+    let st = crate::process::status(&mut cmd)
         .context("running unshare and chroot (util-linux, coreutils)")?;
     if !st.success() {
         bail!("dpkg --configure -a in the new rootfs failed ({st})");

@@ -12,10 +12,10 @@ use anyhow::{Result, bail};
 use crate::arch::Arch;
 use crate::distro::{DistroSet, InitMode, PackageFormat};
 use crate::matrix::{Matrix, Request, Target};
-use crate::pkg::record::{PackageRecord, record_path_for, write_record};
+use crate::output::{DirKind, StagedDir};
+use crate::pkg::record::PackageRecord;
 use crate::provision::{AgentRequest, LoadedAgent, Spec};
 use crate::tree::Mtree;
-use output::StagedDir;
 
 /// Everything a rootfs build needs, as the CLI (or the Makefile through it) gives it.
 #[derive(Clone, Debug, Default)]
@@ -41,6 +41,9 @@ pub struct Options {
     /// Run maintainer scripts in a chroot (needs root and a host able to run the target).
     pub run_scripts: bool,
     pub output: PathBuf,
+    /// Replace whatever is at `output` even if osbuilder did not make it (never `/`, home,
+    /// the current directory or a mount point).
+    pub force: bool,
     /// The host APT configuration folder (default /etc/apt), for mirror discovery.
     pub host_apt_dir: Option<PathBuf>,
     /// Provision the agent into the rootfs; None leaves a bare rootfs (Kata's ROOTFS_ONLY).
@@ -55,6 +58,10 @@ pub fn build(opts: &Options) -> Result<()> {
         arch,
         init: opts.init,
     })?;
+    // The output is checked before anything is downloaded (and again when committing).
+    if !opts.dry_run {
+        crate::output::check_destination(&opts.output, DirKind::Rootfs, opts.force)?;
+    }
     // The agent is read and checked now: a missing file or a wrong arch fails before
     // anything is downloaded.
     let provisioning = match (&opts.agent, opts.dry_run) {
@@ -141,9 +148,11 @@ pub(crate) fn finish(
         }
     };
     let dest = staged.dest().to_path_buf();
-    output::save_mtree(&mtree, &dest)?;
-    write_record(&record_path_for(&dest), record)?;
-    staged.commit()?;
+    let sidecars = vec![
+        output::mtree_sidecar(&mtree, &dest)?,
+        output::record_sidecar(record, &dest)?,
+    ];
+    staged.commit(sidecars)?;
     eprintln!(
         "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
         dest.display(),
