@@ -372,6 +372,7 @@ fn push_then_pull_each_platform_gives_back_the_same_bytes_and_the_sbom() {
                 assert_eq!(
                     names,
                     [
+                        ".osbuilder-output",
                         "config.json",
                         "initramfs.img",
                         "manifest.json",
@@ -406,6 +407,7 @@ fn push_then_pull_each_platform_gives_back_the_same_bytes_and_the_sbom() {
                 assert_eq!(
                     names,
                     [
+                        ".osbuilder-output",
                         "config.json",
                         "manifest.json",
                         "rootfs.img",

@@ -90,7 +90,7 @@ pub struct OciArgs {
     /// Extra annotation KEY=VALUE on the index and every manifest (repeatable)
     #[arg(long = "annotation", value_name = "KEY=VALUE")]
     annotations: Vec<String>,
-    /// Replace a non-empty output folder that is not an OCI layout
+    /// Replace a non-empty output folder that osbuilder did not write
     #[arg(long)]
     force: bool,
 }

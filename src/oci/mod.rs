@@ -18,44 +18,10 @@ pub mod registry;
 pub mod rootfs;
 pub mod spec;
 
-use std::path::Path;
+use crate::output::DirKind;
 
-use anyhow::Result;
-
-use crate::error::refused;
-
-/// Whether osbuilder may put a new folder at `dest`: it does not exist, or is empty, or
-/// holds `marker` (a file osbuilder writes into the outputs of this kind: then it is ours
-/// and is replaced), or `force`. Never `/`, the home folder or the current folder.
-pub fn check_output(dest: &Path, marker: &str, force: bool) -> Result<()> {
-    let abs = std::path::absolute(dest)?;
-    let forbidden = [
-        Some(std::path::PathBuf::from("/")),
-        std::env::var_os("HOME").map(Into::into),
-        std::env::current_dir().ok(),
-    ];
-    if forbidden.iter().flatten().any(|f| f == &abs) {
-        return Err(refused(format!(
-            "will not replace {} with an output folder; give a new folder",
-            abs.display()
-        )));
-    }
-    let md = match std::fs::symlink_metadata(&abs) {
-        Ok(m) => m,
-        Err(_) => return Ok(()),
-    };
-    if !md.is_dir() {
-        return Err(refused(format!(
-            "{} exists and is not a folder",
-            abs.display()
-        )));
-    }
-    let empty = std::fs::read_dir(&abs)?.next().is_none();
-    if empty || force || abs.join(marker).exists() {
-        return Ok(());
-    }
-    Err(refused(format!(
-        "{} is a non-empty folder osbuilder did not make (no {marker}); give a new folder or pass --force to replace it",
-        abs.display()
-    )))
-}
+/// The output kind of a layout written by `osbuilder oci` (its marker lets a later run
+/// replace it; any other non-empty folder needs --force).
+pub const LAYOUT_KIND: DirKind = DirKind::Marked("oci-layout");
+/// The output kind of a folder written by `osbuilder pull`.
+pub const PULL_KIND: DirKind = DirKind::Marked("oci-pull");

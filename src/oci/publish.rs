@@ -82,7 +82,7 @@ pub struct Options {
     pub created: i64,
     /// Extra annotations on the index and every manifest (distro, version, user's own).
     pub annotations: BTreeMap<String, String>,
-    /// Replace a non-empty folder that is not an OCI layout.
+    /// Replace a non-empty folder that osbuilder did not write.
     pub force: bool,
 }
 
@@ -221,8 +221,7 @@ pub fn check_tag(tag: &str) -> Result<()> {
 /// Write the layout.
 pub fn build(o: &Options) -> Result<Report> {
     let inputs = check(o)?;
-    super::check_output(&o.output, super::layout::LAYOUT_FILE, o.force)?;
-    let staged = crate::rootfs::output::StagedDir::create(&o.output)?;
+    let staged = crate::output::StagedDir::create(&o.output, super::LAYOUT_KIND, o.force)?;
     let w = LayoutWriter::create(staged.path(), o.link)?;
     let mut placements = (0, 0, 0);
     let mut count = |p: Placement| match p {
@@ -380,7 +379,7 @@ pub fn build(o: &Options) -> Result<Report> {
     let mut top = Index::new(vec![tagged]);
     top.manifests.extend(sbom_entries);
     w.finish(&top)?;
-    staged.commit()?;
+    staged.commit(Vec::new())?;
     index_desc
         .annotations
         .insert(spec::REF_NAME.into(), o.tag.clone());

@@ -19,7 +19,7 @@ use super::spec::{self, Descriptor, Index, Manifest};
 use crate::arch::Arch;
 use crate::error::refused;
 
-/// The file osbuilder writes into every pulled folder (and recognises as its own).
+/// The manifest, as fetched, beside the files.
 pub const MANIFEST_FILE: &str = "manifest.json";
 pub const CONFIG_FILE: &str = "config.json";
 pub const SBOM_FILE: &str = "sbom.spdx.json";
@@ -151,6 +151,8 @@ pub struct Report {
 }
 
 pub fn pull(o: &Options) -> Result<Report> {
+    // Before any network traffic: may the output go there at all?
+    crate::output::check_destination(&o.output, super::PULL_KIND, o.force)?;
     let reg = Registry::new(&o.reference, o.settings.clone(), &[])?;
     let target = o.reference.target();
     let (mt, bytes) = reg.get_manifest(&target)?.with_context(|| {
@@ -208,8 +210,7 @@ pub fn pull(o: &Options) -> Result<Report> {
         names.push(name);
     }
 
-    super::check_output(&o.output, MANIFEST_FILE, o.force)?;
-    let staged = crate::rootfs::output::StagedDir::create(&o.output)?;
+    let staged = crate::output::StagedDir::create(&o.output, super::PULL_KIND, o.force)?;
     let mut files = Vec::new();
     for (l, name) in man.layers.iter().zip(&names) {
         fetch_blob(&reg, l, &staged.path().join(name))?;
@@ -223,7 +224,7 @@ pub fn pull(o: &Options) -> Result<Report> {
     } else {
         None
     };
-    staged.commit()?;
+    staged.commit(Vec::new())?;
     Ok(Report {
         manifest: desc.digest,
         platform,

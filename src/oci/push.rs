@@ -197,7 +197,9 @@ pub fn push(o: &Options) -> Result<Report> {
         } else {
             Attached::FallbackTag(add_to_fallback(&reg, &subject.digest, &doc.desc)?)
         };
-        report.referrers.push((subject.digest.clone(), doc.desc.digest.clone(), how));
+        report
+            .referrers
+            .push((subject.digest.clone(), doc.desc.digest.clone(), how));
     }
     Ok(report)
 }
