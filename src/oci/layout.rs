@@ -41,6 +41,9 @@ pub enum LinkMode {
     Copy,
 }
 
+/// A file's identity: (device, inode, size, mtime).
+type FileKey = (u64, u64, u64, i64);
+
 /// Writes blobs into `root/blobs/sha256` and finally `index.json`.
 pub struct LayoutWriter {
     root: PathBuf,
@@ -48,7 +51,7 @@ pub struct LayoutWriter {
     link: LinkMode,
     seq: AtomicU64,
     /// (dev, ino, size, mtime) → digest: the same artifact given twice is hashed once.
-    seen: Mutex<HashMap<(u64, u64, u64, i64), (Digest, u64, Placement)>>,
+    seen: Mutex<HashMap<FileKey, (Digest, u64, Placement)>>,
 }
 
 impl LayoutWriter {

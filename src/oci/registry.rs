@@ -392,17 +392,17 @@ impl Registry {
 
     /// Whether the repository has the blob.
     pub fn has_blob(&self, d: &Digest) -> Result<bool> {
-        let resp = self.send(
-            "HEAD",
-            &self.url(&format!("blobs/{d}")),
-            &[],
-            Payload::None,
-            true,
-        )?;
+        self.has_blob_in(&self.reference.repository, d)
+    }
+
+    /// Whether `repository` (of the same registry) has the blob.
+    fn has_blob_in(&self, repository: &str, d: &Digest) -> Result<bool> {
+        let url = format!("{}/v2/{repository}/blobs/{d}", self.base);
+        let resp = self.send("HEAD", &url, &[], Payload::None, true)?;
         match resp.status().as_u16() {
             200 => Ok(true),
-            404 => Ok(false),
-            _ => Err(self.unexpected(&format!("checking blob {d}"), resp)),
+            404 | 401 | 403 => Ok(false),
+            _ => Err(self.unexpected(&format!("checking blob {d} in {repository}"), resp)),
         }
     }
 
@@ -419,8 +419,13 @@ impl Registry {
         if self.has_blob(d)? {
             return Ok(BlobOutcome::Present);
         }
+        // Mount from the first repository that has the blob; a registry that will not mount
+        // answers 202 with an upload session, which is then used.
         let mut location = None;
         for from in mount_from {
+            if !self.has_blob_in(from, d)? {
+                continue;
+            }
             let url = self.url(&format!(
                 "blobs/uploads/?mount={d}&from={}",
                 urlencode(from)
@@ -428,12 +433,10 @@ impl Registry {
             let resp = self.send("POST", &url, &[], Payload::None, true)?;
             match resp.status().as_u16() {
                 201 => return Ok(BlobOutcome::Mounted),
-                202 => {
-                    location = Some(self.location(&resp)?);
-                    break;
-                }
+                202 => location = Some(self.location(&resp)?),
                 _ => return Err(self.unexpected(&format!("mounting blob {d} from {from}"), resp)),
             }
+            break;
         }
         let location = match location {
             Some(l) => l,
@@ -692,12 +695,11 @@ impl Registry {
 }
 
 fn read_small(resp: Response) -> Result<Vec<u8>> {
-    Ok(resp
-        .into_body()
+    resp.into_body()
         .with_config()
         .limit(MAX_DOCUMENT)
         .read_to_vec()
-        .context("reading the registry's answer")?)
+        .context("reading the registry's answer")
 }
 
 /// The end of an upload's `Range: 0-N` header, as the next offset.
