@@ -1111,3 +1111,143 @@ fn an_upload_cut_half_way_goes_on_and_a_rerun_sends_only_what_is_missing() {
         "sent {total} bytes, the rootfs is {rootfs_size}: {err}"
     );
 }
+
+#[test]
+fn bad_requests_are_refused_before_anything_is_written_and_every_kata_arch_is_accepted() {
+    if !needs::tools(&[("mkfs.ext4", "e2fsprogs"), ("tar", "tar")]) {
+        return;
+    }
+    let fx = Fixture::new();
+    let d = fx.dir.path();
+    let out = d.join("refused");
+    let refused = |args: &[String], needle: &str| {
+        let o = osb(d)
+            .args(["oci", "-o"])
+            .arg(&out)
+            .args(args)
+            .output()
+            .unwrap();
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!out.exists());
+    };
+    let img = fx.amd64[0].display().to_string();
+    let k = fx.amd64[1].display().to_string();
+    let a = |s: String| vec!["--artifacts".to_string(), s];
+    refused(
+        &a(format!("arch=amd64,rootfs={img},kernel={k}")),
+        "needs both kernel= and initramfs=",
+    );
+    refused(
+        &[
+            a(format!("arch=amd64,rootfs={img}")),
+            a(format!("arch=x86_64,rootfs={img}")),
+        ]
+        .concat(),
+        "given twice for x86_64",
+    );
+    refused(
+        &[
+            a(format!("arch=amd64,rootfs={img}")),
+            vec!["--rootfs-format".into(), "erofs".into()],
+        ]
+        .concat(),
+        "pass --rootfs-format ext4",
+    );
+    refused(
+        &a(format!("arch=sparc,rootfs={img}")),
+        "unknown architecture",
+    );
+    refused(
+        &a(format!(
+            "arch=amd64,rootfs={}",
+            d.join("nope.img").display()
+        )),
+        "no such file",
+    );
+
+    // A tar of the tree is an OCI filesystem layer; it has no UUID, so a baremetal
+    // manifest needs --cmdline.
+    let tar = d.join("rootfs.tar");
+    ok(Command::new("tar")
+        .arg("-cf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(d.join("amd64-tree"))
+        .arg("."));
+    let tar_spec = format!(
+        "arch=amd64,rootfs={},kernel={k},initramfs={}",
+        tar.display(),
+        fx.amd64[2].display()
+    );
+    refused(
+        &[
+            a(tar_spec.clone()),
+            vec!["--rootfs-format".into(), "tar".into()],
+        ]
+        .concat(),
+        "pass --cmdline",
+    );
+    let layout = d.join("all-arches");
+    ok(osb(d)
+        .args([
+            "oci",
+            "--rootfs-format",
+            "tar",
+            "--cmdline",
+            "root=/dev/ram0",
+            "-o",
+        ])
+        .arg(&layout)
+        .args([
+            "--artifacts",
+            &format!("arch=s390x,rootfs={}", tar.display()),
+        ])
+        .args([
+            "--artifacts",
+            &format!("arch=ppc64el,rootfs={}", tar.display()),
+        ])
+        .args(["--artifacts", &tar_spec])
+        .args([
+            "--artifacts",
+            &format!("arch=aarch64,rootfs={}", tar.display()),
+        ]));
+    let (_, idx) = layout_index(&layout);
+    let platforms: Vec<String> = idx["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!(
+                "{}/{}",
+                m["platform"]["architecture"].as_str().unwrap(),
+                m["platform"]["variant"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        platforms,
+        [
+            "amd64/baremetal",
+            "amd64/virtualization",
+            "arm64/virtualization",
+            "ppc64le/virtualization",
+            "s390x/virtualization"
+        ]
+    );
+    let m = read_json(&blob_path(
+        &layout,
+        idx["manifests"][0]["digest"].as_str().unwrap(),
+    ));
+    assert_eq!(
+        m["layers"][2]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar"
+    );
+    assert_eq!(
+        m["layers"][2]["annotations"]["org.opencontainers.image.title"],
+        "rootfs.tar"
+    );
+    let cfg = read_json(&blob_path(&layout, m["config"]["digest"].as_str().unwrap()));
+    assert_eq!(cfg["commandLine"], "root=/dev/ram0");
+}
