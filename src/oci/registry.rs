@@ -747,6 +747,90 @@ fn urlencode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
+
+    /// A registry that wants a Bearer token from its token service (as Docker Hub, GHCR and
+    /// Harbor do): answers (method, path, authorization) → (status, headers, body).
+    fn fake_registry(
+        answer: impl Fn(&str, &str, Option<&str>, u16) -> (u16, Vec<String>, String) + Send + 'static,
+    ) -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for conn in l.incoming() {
+                let Ok(mut conn) = conn else { break };
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    let mut parts = line.split_whitespace();
+                    let (method, path) = (
+                        parts.next().unwrap_or("").to_string(),
+                        parts.next().unwrap_or("").to_string(),
+                    );
+                    let mut auth = None;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h
+                            .strip_prefix("authorization: ")
+                            .or_else(|| h.strip_prefix("Authorization: "))
+                        {
+                            auth = Some(v.trim().to_string());
+                        }
+                    }
+                    let (status, headers, body) = answer(&method, &path, auth.as_deref(), port);
+                    let mut resp =
+                        format!("HTTP/1.1 {status} X\r\nContent-Length: {}\r\n", body.len());
+                    for h in headers {
+                        resp.push_str(&format!("{h}\r\n"));
+                    }
+                    resp.push_str("\r\n");
+                    resp.push_str(&body);
+                    if conn.write_all(resp.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_bearer_challenge_is_answered_with_a_token_for_the_repository() {
+        let doc = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+        let port = fake_registry(move |method, path, auth, port| match (method, path, auth) {
+            ("GET", "/v2/team/os/manifests/v1", Some("Bearer tok-123")) => (
+                200,
+                vec![format!("Content-Type: {}", spec::INDEX)],
+                doc.to_string(),
+            ),
+            ("GET", "/v2/team/os/manifests/v1", _) => (
+                401,
+                vec![format!(
+                    "WWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"fake\",scope=\"repository:team/os:pull\""
+                )],
+                String::new(),
+            ),
+            ("GET", p, None) if p == "/token?service=fake&scope=repository%3Ateam%2Fos%3Apull" => {
+                (200, vec![], r#"{"token":"tok-123"}"#.to_string())
+            }
+            _ => (404, vec![], String::new()),
+        });
+        let r = Reference::parse(&format!("127.0.0.1:{port}/team/os:v1")).unwrap();
+        let reg = Registry::new(&r, Settings::default(), &[]).unwrap();
+        let (mt, bytes) = reg.get_manifest("v1").unwrap().unwrap();
+        assert_eq!(mt, spec::INDEX);
+        assert_eq!(bytes, doc.as_bytes());
+        // A 404 is "not there", not an error.
+        assert!(reg.get_manifest("v2").unwrap().is_none());
+    }
 
     #[test]
     fn query_values_are_encoded() {
