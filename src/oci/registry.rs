@@ -818,7 +818,7 @@ mod tests {
                 )],
                 String::new(),
             ),
-            ("GET", p, None) if p == "/token?service=fake&scope=repository%3Ateam%2Fos%3Apull" => {
+            ("GET", "/token?service=fake&scope=repository%3Ateam%2Fos%3Apull", None) => {
                 (200, vec![], r#"{"token":"tok-123"}"#.to_string())
             }
             _ => (404, vec![], String::new()),
