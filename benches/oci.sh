@@ -21,10 +21,10 @@ for t in docker-registry skopeo mkfs.ext4; do
     command -v "$t" >/dev/null || { echo "$t not found (apt-get install docker-registry skopeo e2fsprogs)" >&2; exit 1; }
 done
 
-# The image: a real `osbuilder image` disk of 200 MiB holding 190 MiB of incompressible data.
+# The image: a real `osbuilder image` disk of 200 MiB holding 175 MiB of incompressible data.
 mkdir -p "$WORK/tree/sbin" "$WORK/tree/data"
 cp /bin/true "$WORK/tree/sbin/init"
-head -c $((190 << 20)) /dev/urandom > "$WORK/tree/data/payload"
+head -c $((175 << 20)) /dev/urandom > "$WORK/tree/data/payload"
 "$BIN" image "$WORK/tree" --no-dax --size-mb 200 -o "$WORK/rootfs.img" >/dev/null 2>&1
 "$BIN" oci -o "$WORK/layout" --tag v1 --artifacts "arch=amd64,rootfs=$WORK/rootfs.img" >/dev/null 2>&1
 SIZE=$(stat -c %s "$WORK/rootfs.img")
