@@ -269,7 +269,25 @@ pub fn run_push(a: PushArgs) -> Result<()> {
         mount_from: a.mount_from,
         jobs: a.jobs,
     };
-    let r = push::push(&opts)?;
+    // One line per blob of 1 MiB or more, as it completes (small ones are noise).
+    let on_blob = |d: &crate::oci::spec::Descriptor, how: &crate::oci::registry::BlobOutcome| {
+        use crate::oci::registry::BlobOutcome;
+        if d.size < 1 << 20 {
+            return;
+        }
+        let what = match how {
+            BlobOutcome::Present => "already there",
+            BlobOutcome::Mounted => "mounted",
+            BlobOutcome::Uploaded { .. } => "uploaded",
+        };
+        let name = d.annotation(crate::oci::spec::TITLE).unwrap_or("blob");
+        eprintln!(
+            "  {name} {} ({:.1} MiB): {what}",
+            &d.digest.as_str()[..19],
+            d.size as f64 / 1048576.0
+        );
+    };
+    let r = push::push(&opts, &on_blob)?;
     eprintln!(
         "pushed {}/{}:{}: {} blobs uploaded ({:.1} MiB{}), {} already there, {} mounted; {} manifests",
         reference.registry,

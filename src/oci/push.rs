@@ -91,7 +91,10 @@ struct Doc {
     bytes: Vec<u8>,
 }
 
-pub fn push(o: &Options) -> Result<Report> {
+/// Called after each blob with its descriptor and what happened (for progress lines).
+pub type OnBlob<'a> = &'a (dyn Fn(&Descriptor, &BlobOutcome) + Sync);
+
+pub fn push(o: &Options, on_blob: OnBlob) -> Result<Report> {
     if o.reference.digest.is_some() {
         return Err(refused("push to a tag (REGISTRY/REPO[:TAG]), not a digest"));
     }
@@ -183,7 +186,7 @@ pub fn push(o: &Options) -> Result<Report> {
         tag: tag.clone(),
         ..Report::default()
     };
-    upload_blobs(&reg, &layout, &blobs, o, &mut report)?;
+    upload_blobs(&reg, &layout, &blobs, o, &mut report, on_blob)?;
     for d in &docs {
         reg.put_manifest(d.desc.digest.as_str(), &d.desc.media_type, &d.bytes)?;
         report.manifests += 1;
@@ -211,6 +214,7 @@ fn upload_blobs(
     blobs: &[Descriptor],
     o: &Options,
     report: &mut Report,
+    on_blob: OnBlob,
 ) -> Result<()> {
     // Check every blob is there before the first upload.
     for b in blobs {
@@ -246,6 +250,9 @@ fn upload_blobs(
                         }
                     })();
                     let failed = r.is_err();
+                    if let Ok(outcome) = &r {
+                        on_blob(b, outcome);
+                    }
                     results.lock().unwrap().push((b.size, r));
                     if failed {
                         // Stop taking new blobs; running uploads finish.
