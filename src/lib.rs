@@ -18,6 +18,7 @@ pub mod matrix;
 pub mod mirror;
 pub mod oci;
 pub mod output;
+pub mod parallel;
 pub mod pkg;
 pub mod process;
 pub mod provision;

@@ -10,7 +10,6 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
 
@@ -230,47 +229,27 @@ fn upload_blobs(
             );
         }
     }
-    let queue = Mutex::new(blobs.iter());
-    let results = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..o.jobs.clamp(1, 8) {
-            s.spawn(|| {
-                loop {
-                    let Some(b) = queue.lock().unwrap().next() else {
-                        break;
-                    };
-                    let r = (|| -> Result<BlobOutcome> {
-                        let p = layout.blob_path(&b.digest);
-                        if b.size <= SMALL_BLOB {
-                            let bytes = fs_err::read(&p)?;
-                            reg.push_blob(&b.digest, b.size, Source::Bytes(&bytes), &o.mount_from)
-                        } else {
-                            let f = fs_err::File::open(&p)?;
-                            reg.push_blob(&b.digest, b.size, Source::File(f.file()), &o.mount_from)
-                        }
-                    })();
-                    let failed = r.is_err();
-                    if let Ok(outcome) = &r {
-                        on_blob(b, outcome);
-                    }
-                    results.lock().unwrap().push((b.size, r));
-                    if failed {
-                        // Stop taking new blobs; running uploads finish.
-                        while queue.lock().unwrap().next().is_some() {}
-                    }
-                }
-            });
-        }
-    });
-    for (size, r) in results.into_inner().unwrap() {
-        match r? {
+    let outcomes = crate::parallel::map(blobs, o.jobs.clamp(1, 8), |_, b| {
+        let p = layout.blob_path(&b.digest);
+        let outcome = if b.size <= SMALL_BLOB {
+            let bytes = fs_err::read(&p)?;
+            reg.push_blob(&b.digest, b.size, Source::Bytes(&bytes), &o.mount_from)?
+        } else {
+            let f = fs_err::File::open(&p)?;
+            reg.push_blob(&b.digest, b.size, Source::File(f.file()), &o.mount_from)?
+        };
+        on_blob(b, &outcome);
+        Ok(outcome)
+    })?;
+    for (b, outcome) in blobs.iter().zip(outcomes) {
+        match outcome {
             BlobOutcome::Present => report.present += 1,
             BlobOutcome::Mounted => report.mounted += 1,
             BlobOutcome::Uploaded { resumed, restarted } => {
                 report.uploaded += 1;
                 report.resumed += resumed;
                 report.restarted += restarted;
-                report.bytes_uploaded += size;
+                report.bytes_uploaded += b.size;
             }
         }
     }
