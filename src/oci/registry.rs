@@ -140,6 +140,10 @@ impl Registry {
             .http_status_as_error(false)
             .timeout_connect(Some(Duration::from_secs(15)))
             .timeout_recv_response(Some(Duration::from_secs(300)))
+            // Idle timeouts: a registry that stops sending or taking bytes fails the request
+            // (then retried) instead of hanging the push or pull; no cap on a whole transfer.
+            .timeout_per_read(Some(Duration::from_secs(120)))
+            .timeout_per_write(Some(Duration::from_secs(120)))
             .max_idle_connections_per_host(8)
             .user_agent(concat!("osbuilder/", env!("CARGO_PKG_VERSION")))
             .build();
