@@ -214,7 +214,17 @@ pub fn rpmbuild(
                         install.push_str(&format!(
                             "mkdir -p %{{buildroot}}$(dirname {p})\nln %{{buildroot}}{t} %{{buildroot}}{p}\n"
                         ));
-                        files.push_str(&format!("%attr(644,root,root) {p}\n"));
+                        // One inode: the link has its target's mode and owner, as rpmbuild
+                        // would record them from a real buildroot.
+                        let (mode, user, group) = s
+                            .files
+                            .iter()
+                            .find_map(|f| match f {
+                                F::File(q, _, m, u, g) if q == t => Some((*m, *u, *g)),
+                                _ => None,
+                            })
+                            .expect("a HardLink names an earlier File of its package");
+                        files.push_str(&format!("%attr({mode:o},{user},{group}) {p}\n"));
                     }
                     F::CharDev(p, major, minor) => {
                         files.push_str(&format!(
