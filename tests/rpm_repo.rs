@@ -329,7 +329,7 @@ fn repos() -> Option<&'static Repos> {
             let pkgs = clear.join("Packages");
             std::fs::create_dir_all(&pkgs).unwrap();
             rpmrepo::rpmbuild(&dir.join("clear"), &pkgs, &clear_specs(), "1.0", "w6.gzdio");
-            rpmrepo::createrepo(&clear, None);
+            rpmrepo::createrepo(&clear, None, "xz");
             std::fs::write(www.join("latest"), format!("{CLEAR_VERSION}\n")).unwrap();
             // Azure Linux: MIRROR/azurelinux/3.0/prod/base/x86_64, all signed.
             let azure = www.join("azurelinux/3.0/prod/base/x86_64");
@@ -346,7 +346,7 @@ fn repos() -> Option<&'static Repos> {
             for (name, bytes) in hostile(&key) {
                 std::fs::write(apkgs.join(format!("{name}-1-1.x86_64.rpm")), bytes).unwrap();
             }
-            rpmrepo::createrepo(&azure, Some(&key));
+            rpmrepo::createrepo(&azure, Some(&key), "bz2");
             Some(Repos {
                 url: common::apkrepo::serve(&www),
                 dir,
@@ -717,7 +717,7 @@ fn untrusted_keys_tampered_metadata_and_unsigned_packages_are_refused() {
         );
     }
     std::fs::remove_dir_all(unsigned.join("repodata")).unwrap();
-    rpmrepo::createrepo(&unsigned, Some(&r.key));
+    rpmrepo::createrepo(&unsigned, Some(&r.key), "gz");
     let url = common::apkrepo::serve(&www);
     let keyring = r.key.public.to_str().unwrap();
     let build = |mirror: &str, extra: &[&str]| {

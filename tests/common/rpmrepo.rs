@@ -318,8 +318,9 @@ pub fn rpmsign(g: &Gpg, files: &[PathBuf]) {
     );
 }
 
-/// createrepo_c over `dir`; with a key, `repodata/repomd.xml.asc` too.
-pub fn createrepo(dir: &Path, key: Option<&Gpg>) {
+/// createrepo_c over `dir`, the XML compressed with `compress` (`gz`, `xz`, `bz2`: Debian's
+/// createrepo_c 0.17 has no zstd); with a key, `repodata/repomd.xml.asc` too.
+pub fn createrepo(dir: &Path, key: Option<&Gpg>, compress: &str) {
     let res = Command::new("createrepo_c")
         .args([
             "--quiet",
@@ -328,6 +329,7 @@ pub fn createrepo(dir: &Path, key: Option<&Gpg>) {
             "--revision",
             "1700000000",
         ])
+        .arg(format!("--general-compress-type={compress}"))
         .arg(dir)
         .output()
         .unwrap();
@@ -335,6 +337,11 @@ pub fn createrepo(dir: &Path, key: Option<&Gpg>) {
         res.status.success(),
         "createrepo_c failed: {}",
         String::from_utf8_lossy(&res.stderr)
+    );
+    assert!(
+        dir.join(format!("repodata/primary.xml.{compress}"))
+            .is_file(),
+        "createrepo_c did not compress with {compress}"
     );
     if let Some(g) = key {
         let md = std::fs::read(dir.join("repodata/repomd.xml")).unwrap();

@@ -476,6 +476,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn decompress_sniffs_every_metadata_compression() {
+        use std::io::Write;
+        let xml = b"<metadata packages=\"0\"></metadata>\n".repeat(50);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(&xml).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        bz.write_all(&xml).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        xz.write_all(&xml).unwrap();
+        let packed = [
+            ("plain", xml.clone()),
+            ("gzip", gz.finish().unwrap()),
+            ("bzip2", bz.finish().unwrap()),
+            ("xz", xz.finish().unwrap()),
+            ("zstd", zstd::encode_all(&xml[..], 3).unwrap()),
+        ];
+        for (name, bytes) in packed {
+            let mut out = Vec::new();
+            decompress(&bytes[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert!(out == xml, "{name}");
+        }
+    }
+
+    #[test]
     fn parses_primary_entries_rich_deps_and_entities() {
         let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
 <metadata xmlns="http://linux.duke.edu/metadata/common" xmlns:rpm="http://linux.duke.edu/metadata/rpm" packages="1">
