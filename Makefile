@@ -2,6 +2,7 @@
 #
 #   make                          build osbuilder (release)
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
+#                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
 #   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing)
 #   make all                      image + initrd
@@ -31,6 +32,10 @@ AGENT_TARBALL      ?=
 KERNEL_MODULES_DIR ?=
 ROOTFS_ONLY        ?= no
 BUILD_METHOD       ?= distro
+# Kata's container build mode: the distro's own installer in a builder container.
+# USE_DOCKER wins when both are set; empty, false, no and 0 mean off.
+USE_DOCKER         ?=
+USE_PODMAN         ?=
 # --- image (Kata's image_builder.sh variables) ---
 IMAGE                   ?= kata-containers.img
 FS_TYPE                 ?= ext4
@@ -47,6 +52,8 @@ INITRD_COMPRESSION ?= gzip
 KERNEL_DIR ?= $(CURDIR)/kernels/$(if $(ARCH),$(ARCH),host)
 
 yes = $(filter yes true 1,$(1))
+on = $(filter-out false no 0,$(strip $(1)))
+BUILDER := $(if $(call on,$(USE_DOCKER)),docker,$(if $(call on,$(USE_PODMAN)),podman,native))
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -60,7 +67,8 @@ ROOTFS_FLAGS := --distro $(DISTRO) \
 	$(if $(AGENT_SOURCE_BIN),--agent-bin $(AGENT_SOURCE_BIN)) \
 	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL)) \
 	$(if $(KERNEL_MODULES_DIR),--kernel-modules $(KERNEL_MODULES_DIR)) \
-	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent)
+	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent) \
+	--builder $(BUILDER)
 
 IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK_SIZE) \
 	--align-mb $(IMAGE_SIZE_ALIGNMENT_MB) \
@@ -82,10 +90,15 @@ $(OSBUILDER):
 check-vars:
 	@case "$(AGENT_INIT)" in yes|no|true|false|1|0) ;; \
 	  *) echo "AGENT_INIT must be yes or no (got '$(AGENT_INIT)')" >&2; exit 2;; esac
-	@if [ -n "$(USE_DOCKER)$(USE_PODMAN)" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "false" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "no" ]; then \
-	  echo "USE_DOCKER/USE_PODMAN: the container build mode is not available yet; osbuilder builds natively (no root, no Docker). Unset them." >&2; exit 2; fi
 	@if [ "$(BUILD_METHOD)" != "distro" ]; then \
 	  echo "BUILD_METHOD=$(BUILD_METHOD): only 'distro' is available yet (the dracut mode is not)." >&2; exit 2; fi
+
+# Packing needs no container: with USE_DOCKER/USE_PODMAN only the rootfs is built in one.
+ifneq ($(BUILDER),native)
+ifneq ($(filter image initrd all,$(or $(MAKECMDGOALS),all)),)
+$(info USE_DOCKER/USE_PODMAN: the rootfs is built with --builder $(BUILDER); packing runs natively (no container needed))
+endif
+endif
 
 rootfs: check-vars $(OSBUILDER)
 	$(OSBUILDER) rootfs $(ROOTFS_FLAGS) -o "$(ROOTFS_DIR)"
@@ -118,6 +131,7 @@ bench:
 	benches/initrd.sh
 	benches/image.sh
 	benches/rootfs.sh
+	benches/container.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"
