@@ -1,6 +1,8 @@
 # Kata-compatible front door for osbuilder.
 #
 #   make                          build osbuilder (release)
+#   make demo                     build, then the main job end to end: a Debian agent-init
+#                                 rootfs → initrd → Debian's kernel → boot to the agent
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
 #                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
@@ -77,7 +79,7 @@ IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK
 	$(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
 	$(if $(ARCH),--arch $(ARCH))
 
-.PHONY: all build rootfs image initrd smoke matrix test bench clean print-% check-vars
+.PHONY: all build demo rootfs image initrd smoke matrix test bench clean print-% check-vars
 
 all: image initrd
 
@@ -92,6 +94,22 @@ check-vars:
 	  *) echo "AGENT_INIT must be yes or no (got '$(AGENT_INIT)')" >&2; exit 2;; esac
 	@if [ "$(BUILD_METHOD)" != "distro" ]; then \
 	  echo "BUILD_METHOD=$(BUILD_METHOD): only 'distro' is available yet (the dracut mode is not)." >&2; exit 2; fi
+
+# --- demo: what a newcomer runs first (outputs in $(DEMO_DIR); rerunning replaces them) ---
+DEMO_DIR  ?= $(CURDIR)/demo
+HOST_ARCH := $(shell uname -m)
+DEMO_QEMU := $(if $(filter aarch64 arm64,$(HOST_ARCH)),qemu-system-aarch64,qemu-system-x86_64)
+DEMO_QEMU_PKG := $(if $(filter aarch64 arm64,$(HOST_ARCH)),qemu-system-arm,qemu-system-x86)
+
+demo:
+	@command -v $(CARGO) >/dev/null || { echo "make demo builds osbuilder with cargo (Rust >= 1.85): install it from https://rustup.rs" >&2; exit 2; }
+	@command -v $(DEMO_QEMU) >/dev/null || { echo "make demo boots the guest with $(DEMO_QEMU), which is missing: sudo apt-get install --no-install-recommends $(DEMO_QEMU_PKG)" >&2; exit 2; }
+	$(CARGO) build --release
+	mkdir -p "$(DEMO_DIR)"
+	$(OSBUILDER) rootfs --distro debian --agent-init -o "$(DEMO_DIR)/rootfs"
+	$(OSBUILDER) initrd "$(DEMO_DIR)/rootfs" -o "$(DEMO_DIR)/kata-containers-initrd.img"
+	$(OSBUILDER) kernel fetch -o "$(DEMO_DIR)/kernel"
+	$(OSBUILDER) boot --kernel "$(DEMO_DIR)/kernel/vmlinuz" --initrd "$(DEMO_DIR)/kata-containers-initrd.img" --poweroff
 
 # Packing needs no container: with USE_DOCKER/USE_PODMAN only the rootfs is built in one.
 ifneq ($(BUILDER),native)

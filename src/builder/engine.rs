@@ -58,9 +58,10 @@ pub struct Engine {
 const PROBE_DEADLINE: Duration = Duration::from_secs(60);
 
 impl Engine {
-    /// A command for this engine with the global arguments in place.
+    /// A command for this engine with the global arguments in place; it dies with
+    /// osbuilder (see [`crate::process`]).
     pub fn command(&self) -> Command {
-        let mut c = Command::new(&self.binary);
+        let mut c = crate::process::command(&self.binary);
         c.args(&self.global);
         c
     }
@@ -210,7 +211,7 @@ fn probe_podman(binary: PathBuf, euid: u32) -> Result<Engine> {
         "--cgroup-manager=cgroupfs".to_string(),
         "--events-backend=file".to_string(),
     ];
-    let mut c = Command::new(&binary);
+    let mut c = crate::process::command(&binary);
     c.args(&global).args(["info", "--format", "json"]);
     let out = run_with_deadline(c, PROBE_DEADLINE, "podman info")?;
     if !out.status.success() {
@@ -266,7 +267,7 @@ fn probe_podman(binary: PathBuf, euid: u32) -> Result<Engine> {
 }
 
 fn probe_docker(binary: PathBuf) -> Result<Engine> {
-    let mut c = Command::new(&binary);
+    let mut c = crate::process::command(&binary);
     c.args(["info", "--format", "{{json .}}"]);
     let out = run_with_deadline(c, Duration::from_secs(20), "docker info")?;
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();

@@ -1,9 +1,9 @@
 //! The host's side of a container build: before the container starts, open the distro's
-//! repository with the native backend's verified index (the mirror URL handed to the
-//! container, the build timestamp, and the plan the native resolver would install); after
-//! it, read the package database the distro's tool left in the tree and turn it into the
-//! package record (<rootfs>.packages.json) with the index's sizes, URLs and digests.
-//! The two plans are compared, so a resolver difference is shown, not hidden.
+//! repository through the native backend interface (the same verified index a native build
+//! reads: the build timestamp, and the plan the native resolver would install); after it,
+//! read the package database the distro's tool left in the tree and turn it into the
+//! package record (<rootfs>.packages.json) with the plan's sizes, URLs and digests.
+//! The two are compared, so a resolver difference is shown, not hidden.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
@@ -12,6 +12,8 @@ use anyhow::{Context, Result};
 
 use crate::distro::PackageFormat;
 use crate::matrix::Target;
+use crate::pkg::Digest;
+use crate::pkg::backend::{self, RepoRequest, Request};
 use crate::pkg::record::InstalledPackage;
 use crate::rootfs::Options;
 
@@ -21,173 +23,93 @@ pub type Nva = (String, String, String);
 /// What the host learned from the repository.
 pub struct HostPlan {
     pub format: PackageFormat,
-    /// Passed to the container: the repository root (Debian) or the folder holding v3.22/
-    /// (Alpine).
-    pub mirror: String,
+    /// The release as the record names it.
+    pub release: String,
     /// For the record: the repository bases.
     pub mirrors: Vec<String>,
     /// The build timestamp (SOURCE_DATE_EPOCH, else the repository's own date).
     pub mtime: i64,
-    /// What the native resolver would install for the same request.
+    /// What the native resolver would install for the same request (empty if it could not
+    /// resolve it: then the distro's tool in the container has the last word).
     pub planned: BTreeSet<Nva>,
     by_nva: HashMap<Nva, InstalledPackage>,
     pub index_time: std::time::Duration,
 }
 
 /// Open the verified repository for `target` and resolve `roots` as the native backend would
-/// (with the required set: the container's installer runs maintainer scripts, which need it).
+/// with maintainer scripts to run (the container's installer runs them, which needs the
+/// distro's required set).
 pub fn plan(target: &Target<'_>, opts: &Options, roots: &[String]) -> Result<HostPlan> {
     let start = std::time::Instant::now();
-    match target.distro.package_format {
-        PackageFormat::Deb => plan_deb(target, opts, roots, start),
-        PackageFormat::Apk => plan_apk(target, opts, roots, start),
-        PackageFormat::Rpm => Err(crate::error::refused(format!(
-            "--builder: {} has no builder definition for rpm repositories in this osbuilder yet",
-            target.distro.name
-        ))),
-    }
-}
-
-fn plan_deb(
-    target: &Target<'_>,
-    opts: &Options,
-    roots: &[String],
-    start: std::time::Instant,
-) -> Result<HostPlan> {
-    use crate::pkg::deb::release::parse_rfc2822;
-    let suite = suite_of(target, opts);
-    let repo = crate::rootfs::deb::open_repository(&crate::rootfs::deb::RepoRequest {
+    let version = crate::rootfs::os_version(target, opts);
+    let fetcher = crate::pkg::fetch::Fetcher::new();
+    let cache = crate::pkg::cache::Cache::open(opts.cache_dir.as_deref())?;
+    let repo = backend::open(&RepoRequest {
         distro: target.distro,
         arch: target.arch,
-        suite: &suite,
+        version: &version,
         mirror: opts.mirror.as_deref(),
         keyrings: &opts.keyrings,
-        cache_dir: opts.cache_dir.as_deref(),
+        keys_dirs: &opts.keys_dirs,
+        allow_unsigned: opts.allow_unsigned,
         host_apt_dir: opts.host_apt_dir.as_deref(),
+        fetcher: &fetcher,
+        cache: &cache,
     })?;
-    let u = &repo.universe;
-    let resolver = crate::pkg::deb::resolve::Resolver::new(u, target.arch.debian());
-    // A resolver failure is reported by the distro's own tool in the container; the
-    // comparison is only made when both plans exist.
-    let planned = match resolver.resolve(roots, true) {
-        Ok(r) => r
-            .packages
-            .iter()
-            .map(|&i| {
-                let p = &u.packages[i];
-                (p.name.clone(), p.version.clone(), p.arch.clone())
-            })
-            .collect(),
-        Err(_) => BTreeSet::new(),
+    for line in repo.verified() {
+        eprintln!("osbuilder: {line}");
+    }
+    let request = Request {
+        roots: roots.to_vec(),
+        init: target.init,
+        run_scripts: true,
     };
-    let by_nva = u
-        .packages
-        .iter()
-        .map(|p| {
-            let r = p.package_ref();
-            (
-                (p.name.clone(), p.version.clone(), p.arch.clone()),
-                InstalledPackage {
-                    name: p.name.clone(),
-                    version: p.version.clone(),
-                    arch: p.arch.clone(),
-                    sha256: p.sha256.clone(),
-                    size: p.size,
-                    url: r.url,
+    let plan = match repo.resolve(&request) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "osbuilder: note: the native resolver cannot resolve this request ({e:#}); the \
+                 builder's own tool decides"
+            );
+            Default::default()
+        }
+    };
+    let mut planned = BTreeSet::new();
+    let mut by_nva = HashMap::new();
+    for p in &plan.packages {
+        let r = &p.package;
+        let key = (r.name.clone(), r.version.clone(), r.arch.clone());
+        planned.insert(key.clone());
+        by_nva.insert(
+            key,
+            InstalledPackage {
+                name: r.name.clone(),
+                version: r.version.clone(),
+                arch: r.arch.clone(),
+                // The index's digest of the file where it is a SHA-256 (deb); apk indexes
+                // hold only a SHA-1 of the control member, and the host downloaded nothing.
+                sha256: match &r.digest {
+                    Digest::Sha256(h) => h.clone(),
+                    _ => String::new(),
                 },
-            )
-        })
-        .collect();
+                size: r.size,
+                url: r.url.clone(),
+            },
+        );
+    }
     let mtime = match crate::tree::source_date_epoch()? {
         Some(t) => t,
-        None => u
-            .release
-            .date
-            .as_deref()
-            .and_then(|d| parse_rfc2822(d).ok())
-            .unwrap_or(0),
+        None => repo.default_mtime(&plan),
     };
     Ok(HostPlan {
-        format: PackageFormat::Deb,
-        mirror: repo.mirror.url.clone(),
-        mirrors: vec![repo.mirror.url.clone()],
+        format: repo.format(),
+        release: repo.release(),
+        mirrors: repo.mirrors(),
         mtime,
         planned,
         by_nva,
         index_time: start.elapsed(),
     })
-}
-
-fn plan_apk(
-    target: &Target<'_>,
-    opts: &Options,
-    roots: &[String],
-    start: std::time::Instant,
-) -> Result<HostPlan> {
-    use crate::pkg::apk::install;
-    let distro = target.distro;
-    let mirror = crate::mirror::resolve(
-        opts.mirror.as_deref(),
-        distro,
-        target.arch,
-        Path::new("/etc/apt"),
-        false,
-    )
-    .map_err(|_| {
-        crate::error::refused(format!(
-            "no mirror for {}: pass --mirror URL (laid out as URL/v<version>/main/<arch>/\
-             APKINDEX.tar.gz) or set mirror.default in distros/{}/distro.toml",
-            distro.name, distro.name
-        ))
-    })?;
-    let apk_opts = install::Options {
-        arch: target.arch,
-        version: suite_of(target, opts),
-        mirror: mirror.url.clone(),
-        packages: roots.to_vec(),
-        keys_dirs: opts.keys_dirs.clone(),
-    };
-    let keys = install::keyring(distro, &apk_opts.keys_dirs)?;
-    let plan = install::plan(distro, &apk_opts, &keys, &crate::pkg::fetch::Fetcher::new())?;
-    let mut by_nva = HashMap::new();
-    let mut planned = BTreeSet::new();
-    for p in &plan.packages {
-        let key = (
-            p.pkg.name.clone(),
-            p.pkg.version.clone(),
-            p.pkg.arch.clone(),
-        );
-        planned.insert(key.clone());
-        by_nva.insert(
-            key,
-            InstalledPackage {
-                name: p.pkg.name.clone(),
-                version: p.pkg.version.clone(),
-                arch: p.pkg.arch.clone(),
-                // The index holds only a SHA-1 of the control member; the host downloaded
-                // nothing (apk in the container did, and verified it).
-                sha256: String::new(),
-                size: p.pkg.size,
-                url: plan.url_of(p, target.arch),
-            },
-        );
-    }
-    Ok(HostPlan {
-        format: PackageFormat::Apk,
-        mirror: mirror.url.clone(),
-        mirrors: plan.repos.iter().map(|r| r.base.clone()).collect(),
-        mtime: install::default_mtime(&plan, crate::tree::source_date_epoch()?),
-        planned,
-        by_nva,
-        index_time: start.elapsed(),
-    })
-}
-
-/// The release asked for, else the distro's default.
-pub fn suite_of(target: &Target<'_>, opts: &Options) -> String {
-    opts.os_version
-        .clone()
-        .unwrap_or_else(|| target.distro.default_version.clone())
 }
 
 impl HostPlan {

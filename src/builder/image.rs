@@ -45,14 +45,12 @@ pub struct Image {
 
 /// Whether the engine has `reference`.
 pub fn exists(engine: &Engine, reference: &str) -> bool {
-    engine
-        .command()
-        .args(["image", "inspect", "--format", "{{.Id}}", reference])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
+    crate::process::output(
+        engine
+            .command()
+            .args(["image", "inspect", "--format", "{{.Id}}", reference]),
+    )
+    .is_ok_and(|o| o.status.success())
 }
 
 /// The builder image for `def`: reused when the engine has its tag, else made (`pull`:
@@ -86,13 +84,15 @@ pub fn ensure(
 struct TempDir(PathBuf);
 
 impl TempDir {
+    /// `$TMPDIR/.osbuilder-<what>.work-PID`: what a killed run leaves is swept by the next.
     fn new(what: &str) -> Result<TempDir> {
-        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "osbuilder-{what}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let base = std::env::temp_dir();
+        let name = std::ffi::OsString::from(format!("osbuilder-{what}"));
+        crate::output::sweep::leftovers(&base, &name);
+        let p = base.join(crate::output::temp_name(&name, "work"));
+        if p.exists() {
+            crate::output::dir::remove_tree(&p)?;
+        }
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         crate::output::track(&p);
         Ok(TempDir(p))
@@ -101,7 +101,7 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = crate::rootfs::output::remove_tree(&self.0);
+        let _ = crate::output::dir::remove_tree(&self.0);
         crate::output::untrack(&self.0);
     }
 }
@@ -209,11 +209,7 @@ fn pull_build(engine: &Engine, def: &ImageDef, reference: &str) -> Result<()> {
             c.args(["--ulimit", &a[1]]);
         }
     }
-    let st = c
-        .arg(&tmp.0)
-        .stdin(Stdio::null())
-        .stdout(std::io::stderr())
-        .status()
+    let st = crate::process::status(c.arg(&tmp.0).stdin(Stdio::null()).stdout(std::io::stderr()))
         .with_context(|| format!("running {} build", engine.kind.binary()))?;
     if !st.success() {
         bail!(

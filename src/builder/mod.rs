@@ -25,8 +25,8 @@ use anyhow::{Context, Result};
 use crate::arch::Arch;
 use crate::distro::{Distro, PackageFormat};
 use crate::matrix::Target;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::record::PackageRecord;
-use crate::rootfs::output::StagedDir;
 use crate::rootfs::{Options, Provisioning};
 use definition::{BuilderDef, RunValues};
 use engine::{Engine, EngineKind};
@@ -142,19 +142,6 @@ fn check_arch(arch: Arch, builder: Builder) -> Result<()> {
     Ok(())
 }
 
-/// The packages asked for: `--packages` replaces the distro's set for the init mode,
-/// `--extra-pkgs` adds to it (as the native backends read them).
-fn requested(target: &Target<'_>, opts: &Options) -> Vec<String> {
-    let mut roots = match &opts.packages {
-        Some(p) => p.clone(),
-        None => target.distro.package_set(target.arch, target.init),
-    };
-    roots.extend(opts.extra_pkgs.iter().cloned());
-    let mut seen = std::collections::HashSet::new();
-    roots.retain(|r| !r.trim().is_empty() && seen.insert(r.clone()));
-    roots
-}
-
 /// The values the `run` template is filled in with.
 fn run_values(
     target: &Target<'_>,
@@ -163,7 +150,7 @@ fn run_values(
     mirror: &str,
 ) -> Result<RunValues> {
     let d = target.distro;
-    let suite = host::suite_of(target, opts);
+    let suite = crate::rootfs::os_version(target, opts);
     let (arch, release) = match d.package_format {
         PackageFormat::Apk => (
             target.arch.alpine().to_string(),
@@ -181,7 +168,7 @@ fn run_values(
         } else {
             d.components.clone()
         },
-        packages: requested(target, opts),
+        packages: crate::rootfs::requested_packages(target, opts),
         variant: def.variant.get(&target.init).cloned().unwrap_or_default(),
     })
 }
@@ -254,7 +241,7 @@ pub fn build(
         engine.kind.binary()
     );
     // The output path is checked (and its temporary folder made) before the long steps.
-    let staged = StagedDir::create(&opts.output)?;
+    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
     let image = image::ensure(
         &engine,
         &def.image,
@@ -303,9 +290,13 @@ pub fn build(
     let record = PackageRecord {
         schema: 1,
         distro: d.name.clone(),
-        version: values.suite.trim_start_matches('v').to_string(),
+        version: plan.release.clone(),
         arch: values.arch.clone(),
         init: target.init.to_string(),
+        format: Some(plan.format),
+        // What the distro's tool verified is its own business; the host verified the
+        // index it took the plan and digests from.
+        trust: Vec::new(),
         mirrors: plan.mirrors.clone(),
         packages: plan.record(&installed),
     };
@@ -330,13 +321,11 @@ struct KeysDir(PathBuf);
 
 impl KeysDir {
     fn write(d: &Distro, opts: &Options, dest: &Path) -> Result<KeysDir> {
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "rootfs".into());
-        let dir = dest.with_file_name(format!(".{name}.keys-{}", std::process::id()));
+        let name = dest.file_name().unwrap_or(std::ffi::OsStr::new("rootfs"));
+        // A `.NAME.work-PID` scratch name: the next run sweeps it if this one is killed.
+        let dir = dest.with_file_name(crate::output::temp_name(name, "work"));
         if dir.exists() {
-            crate::rootfs::output::remove_tree(&dir)?;
+            crate::output::dir::remove_tree(&dir)?;
         }
         std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         crate::output::track(&dir);

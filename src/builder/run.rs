@@ -131,8 +131,10 @@ pub fn run_into(spec: &RunSpec<'_>, ex: &mut Extractor) -> Result<usize> {
     Ok(entries.len())
 }
 
-/// The engine client gets SIGTERM if osbuilder dies (even by SIGKILL); podman and docker
-/// pass it on to the container, which `--rm` then removes.
+/// The engine client gets SIGTERM, not the SIGKILL of [`crate::process::command`], if
+/// osbuilder dies (even by SIGKILL): podman and docker pass SIGTERM on to the container,
+/// which stops and is removed (`--rm`); a SIGKILLed client would leave it running until
+/// its installer next writes to the closed pipe.
 fn parent_death_signal(cmd: &mut std::process::Command) {
     use std::os::unix::process::CommandExt;
     // SAFETY: prctl is async-signal-safe and touches only the calling (child) process.

@@ -57,6 +57,7 @@ pub struct Args {
     /// Alpine: also trust the RSA keys (*.rsa.pub) in this folder (e.g. the s390x keys)
     #[arg(long)]
     keys_dir: Vec<PathBuf>,
+
     /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -69,9 +70,14 @@ pub struct Args {
     /// Where the rootfs is built: osbuilder's own installers, or the distro's in a container
     #[arg(long, value_enum, default_value_t = BuilderArg::Native)]
     builder: BuilderArg,
-    /// Output rootfs directory (created atomically)
+    /// Output rootfs folder (created atomically; an earlier osbuilder rootfs is replaced, any
+    /// other non-empty folder refused)
     #[arg(short, long)]
     output: PathBuf,
+    /// Replace the output folder even if osbuilder did not make it (never /, your home, the
+    /// current directory or a mount point)
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     agent: AgentArgs,
     /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
@@ -97,10 +103,12 @@ pub fn run(a: Args) -> Result<()> {
         mirror: a.mirror,
         keyrings: a.keyring,
         keys_dirs: a.keys_dir,
+        allow_unsigned: false,
         cache_dir: a.cache_dir,
         dry_run: a.dry_run,
         run_scripts: a.run_scripts,
         output: a.output,
+        force: a.force,
         host_apt_dir: None,
         agent: (!a.no_agent).then(|| a.agent.request()),
         builder: a.builder.into(),
