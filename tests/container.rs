@@ -20,6 +20,7 @@ static BOOT: Mutex<()> = Mutex::new(());
 
 fn boot(artifact: (&str, &Path), kernel: &Path) -> Output {
     let _one = BOOT.lock().unwrap_or_else(|e| e.into_inner());
+    let t = std::time::Instant::now();
     let out = run(osbuilder()
         .args([
             "boot",
@@ -38,6 +39,7 @@ fn boot(artifact: (&str, &Path), kernel: &Path) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    eprintln!("timing: boot {} {:.1} s", artifact.0, t.elapsed().as_secs_f64());
     out
 }
 
@@ -53,6 +55,7 @@ fn ready_line(out: &Output) -> String {
 /// `osbuilder rootfs --distro debian <args> -o out` (fixed SOURCE_DATE_EPOCH, shared cache);
 /// asserts success and that no container of it is left.
 fn rootfs(out: &Path, args: &[&str]) -> String {
+    let t = std::time::Instant::now();
     let (res, pid) = run_with_pid(
         osb()
             .args(["rootfs", "--distro", "debian"])
@@ -73,6 +76,7 @@ fn rootfs(out: &Path, args: &[&str]) -> String {
         Vec::<String>::new(),
         "a builder container was left"
     );
+    eprintln!("timing: rootfs {args:?} {:.1} s", t.elapsed().as_secs_f64());
     err
 }
 

@@ -294,8 +294,8 @@ pub fn build(
         arch: values.arch.clone(),
         init: target.init.to_string(),
         format: Some(plan.format),
-        // What the distro's tool verified is its own business; the host verified the
-        // index it took the plan and digests from.
+        // Trust notes record packages installed without a signature; here the distro's tool
+        // verified every one against the keys in distros/ (and the host the index).
         trust: Vec::new(),
         mirrors: plan.mirrors.clone(),
         packages: plan.record(&installed),
