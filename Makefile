@@ -150,6 +150,7 @@ bench:
 	benches/image.sh
 	benches/rootfs.sh
 	benches/container.sh
+	benches/oci.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"

@@ -39,7 +39,11 @@ fn boot(artifact: (&str, &Path), kernel: &Path) -> Output {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    eprintln!("timing: boot {} {:.1} s", artifact.0, t.elapsed().as_secs_f64());
+    eprintln!(
+        "timing: boot {} {:.1} s",
+        artifact.0,
+        t.elapsed().as_secs_f64()
+    );
     out
 }
 
