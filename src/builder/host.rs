@@ -171,7 +171,7 @@ pub fn installed(root: &Path, format: PackageFormat) -> Result<Vec<Nva>> {
     let text = std::fs::read_to_string(&path).with_context(|| {
         format!(
             "the builder left no {what} in the rootfs ({}): did its installer run?",
-            path.display()
+            crate::show::path(&path)
         )
     })?;
     let mut out = Vec::new();

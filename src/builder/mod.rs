@@ -327,7 +327,8 @@ impl KeysDir {
         if dir.exists() {
             crate::output::dir::remove_tree(&dir)?;
         }
-        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir(&dir)
+            .with_context(|| format!("creating {}", crate::show::path(&dir)))?;
         crate::output::track(&dir);
         let guard = KeysDir(dir.clone());
         let mut n = 0;
@@ -355,9 +356,9 @@ impl KeysDir {
                     }
                 }
                 for extra in &opts.keys_dirs {
-                    for e in std::fs::read_dir(extra)
-                        .with_context(|| format!("reading --keys-dir {}", extra.display()))?
-                    {
+                    for e in std::fs::read_dir(extra).with_context(|| {
+                        format!("reading --keys-dir {}", crate::show::path(extra))
+                    })? {
                         let p = e?.path();
                         if p.to_string_lossy().ends_with(".rsa.pub") {
                             std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()))?;
@@ -371,7 +372,7 @@ impl KeysDir {
                 }
                 for k in &opts.keyrings {
                     let data = std::fs::read(k)
-                        .with_context(|| format!("reading keyring {}", k.display()))?;
+                        .with_context(|| format!("reading keyring {}", crate::show::path(k)))?;
                     add_keyring(&data, &k.display().to_string())?;
                 }
             }
