@@ -4,6 +4,7 @@
 #   make demo                     build, then the main job end to end: a Debian agent-init
 #                                 rootfs → initrd → Debian's kernel → boot to the agent
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
+#                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
 #   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing)
 #   make all                      image + initrd
@@ -33,6 +34,10 @@ AGENT_TARBALL      ?=
 KERNEL_MODULES_DIR ?=
 ROOTFS_ONLY        ?= no
 BUILD_METHOD       ?= distro
+# Kata's container build mode: the distro's own installer in a builder container.
+# USE_DOCKER wins when both are set; empty, false, no and 0 mean off.
+USE_DOCKER         ?=
+USE_PODMAN         ?=
 # --- image (Kata's image_builder.sh variables) ---
 IMAGE                   ?= kata-containers.img
 FS_TYPE                 ?= ext4
@@ -49,6 +54,8 @@ INITRD_COMPRESSION ?= gzip
 KERNEL_DIR ?= $(CURDIR)/kernels/$(if $(ARCH),$(ARCH),host)
 
 yes = $(filter yes true 1,$(1))
+on = $(filter-out false no 0,$(strip $(1)))
+BUILDER := $(if $(call on,$(USE_DOCKER)),docker,$(if $(call on,$(USE_PODMAN)),podman,native))
 comma := ,
 empty :=
 space := $(empty) $(empty)
@@ -62,7 +69,8 @@ ROOTFS_FLAGS := --distro $(DISTRO) \
 	$(if $(AGENT_SOURCE_BIN),--agent-bin $(AGENT_SOURCE_BIN)) \
 	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL)) \
 	$(if $(KERNEL_MODULES_DIR),--kernel-modules $(KERNEL_MODULES_DIR)) \
-	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent)
+	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent) \
+	--builder $(BUILDER)
 
 IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK_SIZE) \
 	--align-mb $(IMAGE_SIZE_ALIGNMENT_MB) \
@@ -84,8 +92,6 @@ $(OSBUILDER):
 check-vars:
 	@case "$(AGENT_INIT)" in yes|no|true|false|1|0) ;; \
 	  *) echo "AGENT_INIT must be yes or no (got '$(AGENT_INIT)')" >&2; exit 2;; esac
-	@if [ -n "$(USE_DOCKER)$(USE_PODMAN)" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "false" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "no" ]; then \
-	  echo "USE_DOCKER/USE_PODMAN: the container build mode is not available yet; osbuilder builds natively (no root, no Docker). Unset them." >&2; exit 2; fi
 	@if [ "$(BUILD_METHOD)" != "distro" ]; then \
 	  echo "BUILD_METHOD=$(BUILD_METHOD): only 'distro' is available yet (the dracut mode is not)." >&2; exit 2; fi
 
@@ -104,6 +110,13 @@ demo:
 	$(OSBUILDER) initrd "$(DEMO_DIR)/rootfs" -o "$(DEMO_DIR)/kata-containers-initrd.img"
 	$(OSBUILDER) kernel fetch -o "$(DEMO_DIR)/kernel"
 	$(OSBUILDER) boot --kernel "$(DEMO_DIR)/kernel/vmlinuz" --initrd "$(DEMO_DIR)/kata-containers-initrd.img" --poweroff
+
+# Packing needs no container: with USE_DOCKER/USE_PODMAN only the rootfs is built in one.
+ifneq ($(BUILDER),native)
+ifneq ($(filter image initrd all,$(or $(MAKECMDGOALS),all)),)
+$(info USE_DOCKER/USE_PODMAN: the rootfs is built with --builder $(BUILDER); packing runs natively (no container needed))
+endif
+endif
 
 rootfs: check-vars $(OSBUILDER)
 	$(OSBUILDER) rootfs $(ROOTFS_FLAGS) -o "$(ROOTFS_DIR)"
@@ -136,6 +149,7 @@ bench:
 	benches/initrd.sh
 	benches/image.sh
 	benches/rootfs.sh
+	benches/container.sh
 	benches/oci.sh
 
 clean:

@@ -188,6 +188,9 @@ pub struct Distro {
     /// The distro's kernel (meta)package per arch, for `osbuilder kernel fetch`.
     #[serde(default)]
     pub kernel: BTreeMap<Arch, String>,
+    /// The builder container for `--builder podman|docker` (none: native only).
+    #[serde(default)]
+    pub builder: Option<crate::builder::definition::BuilderDef>,
     /// Files of the distro folder other than distro.toml, by relative path.
     #[serde(skip)]
     pub files: BTreeMap<String, Vec<u8>>,
@@ -236,6 +239,9 @@ impl Distro {
                 "distros/{folder}/distro.toml: default_init {} is not one of its init_modes",
                 self.default_init
             );
+        }
+        if let Some(b) = &self.builder {
+            b.validate(folder)?;
         }
         let rpm_keys = self
             .rpm

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod arch;
 pub mod boot;
+pub mod builder;
 pub mod cli;
 pub mod compress;
 pub mod distro;

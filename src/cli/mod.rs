@@ -3,6 +3,7 @@
 
 mod agent_args;
 mod boot;
+mod builder_image;
 mod image;
 mod initrd;
 mod kernel;
@@ -32,8 +33,10 @@ pub struct Cli {
 enum Command {
     /// Show the supported distro × arch × init combinations, or check one
     Matrix(matrix::Args),
-    /// Build a distro rootfs natively (verified packages, no root, any arch)
+    /// Build a distro rootfs: natively (verified packages, no root, any arch) or in a builder container
     Rootfs(rootfs::Args),
+    /// Make or reuse a distro's builder container image (for `rootfs --builder podman|docker`)
+    BuilderImage(builder_image::Args),
     /// Make a rootfs a Kata guest: agent, units, config, osbuilder.yaml and SBOM
     Provision(provision::Args),
     /// Pack a rootfs into a compressed newc cpio initrd
@@ -61,6 +64,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Matrix(a) => matrix::run(a),
         Command::Rootfs(a) => rootfs::run(a),
+        Command::BuilderImage(a) => builder_image::run(a),
         Command::Provision(a) => provision::run(a),
         Command::Initrd(a) => initrd::run(a),
         Command::Image(a) => image::run(a),

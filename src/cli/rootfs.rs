@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::agent_args::AgentArgs;
+use super::builder_image::BuilderArg;
 use crate::arch::Arch;
 use crate::distro::InitMode;
 use crate::rootfs::{self, Options};
@@ -13,11 +14,14 @@ use crate::rootfs::{self, Options};
 repository, extracted without running any target code, so every architecture builds on any host \
 without root or qemu. Rootless builds keep ownership and device nodes in OUTPUT.mtree; the \
 installed packages are listed in OUTPUT.packages.json.\n\n\
+--builder podman|docker (Kata's USE_PODMAN/USE_DOCKER) runs the distro's own installer (mmdebstrap, apk) in a builder container instead, maintainer scripts included; the tree comes back as a tar stream and gets the same provisioning and sidecars. See `osbuilder builder-image`.
+
 Mirror: --mirror, else $OSBUILDER_MIRROR, else (debian on a Debian host) the host's APT \
 sources, else distro.toml. Ubuntu serves amd64 from its primary archive and other arches from \
 its ports archive: pass the matching URL.\n\n\
 Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
 osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
+osbuilder rootfs --distro debian --builder podman --agent-init -o rootfs\n  \
 osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
 osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs"
 )]
@@ -69,6 +73,9 @@ pub struct Args {
     /// Run maintainer scripts in a chroot (root; same arch, or qemu-user via binfmt)
     #[arg(long)]
     run_scripts: bool,
+    /// Where the rootfs is built: osbuilder's own installers, or the distro's in a container
+    #[arg(long, value_enum, default_value_t = BuilderArg::Native)]
+    builder: BuilderArg,
     /// Output rootfs folder (created atomically; an earlier osbuilder rootfs is replaced, any
     /// other non-empty folder refused)
     #[arg(short, long)]
@@ -110,5 +117,6 @@ pub fn run(a: Args) -> Result<()> {
         force: a.force,
         host_apt_dir: None,
         agent: (!a.no_agent).then(|| a.agent.request()),
+        builder: a.builder.into(),
     })
 }

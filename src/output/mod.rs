@@ -18,10 +18,20 @@ use anyhow::{Context, Result};
 
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
-/// Remove pending temporary outputs when the process is interrupted.
+type Hook = Box<dyn Fn() + Send>;
+static HOOKS: Mutex<Vec<(u64, Hook)>> = Mutex::new(Vec::new());
+
+/// Remove pending temporary outputs when the process is interrupted (after running the
+/// registered [`on_interrupt`] hooks, e.g. removing a builder container).
 pub fn install_signal_cleanup() {
     let _ = ctrlc::set_handler(|| {
-        // Children first: nothing may write into a partial output while it is removed.
+        // Children first: nothing may write into a partial output while it is removed. The
+        // hooks stop what a child started elsewhere (a builder container).
+        if let Ok(hooks) = HOOKS.lock() {
+            for (_, h) in hooks.iter() {
+                h();
+            }
+        }
         crate::process::kill_all();
         if let Ok(list) = PENDING.lock() {
             for p in list.iter() {
@@ -51,6 +61,28 @@ pub fn track(p: &Path) {
 pub fn untrack(p: &Path) {
     if let Ok(mut list) = PENDING.lock() {
         list.retain(|x| x != p);
+    }
+}
+
+/// Something to undo if the process is interrupted while the guard lives (a container to
+/// remove); dropping the guard unregisters it.
+pub struct InterruptHook(u64);
+
+/// Run `f` on SIGINT/SIGTERM/SIGHUP until the returned guard is dropped.
+pub fn on_interrupt(f: impl Fn() + Send + 'static) -> InterruptHook {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(mut hooks) = HOOKS.lock() {
+        hooks.push((id, Box::new(f)));
+    }
+    InterruptHook(id)
+}
+
+impl Drop for InterruptHook {
+    fn drop(&mut self) {
+        if let Ok(mut hooks) = HOOKS.lock() {
+            hooks.retain(|(id, _)| *id != self.0);
+        }
     }
 }
 

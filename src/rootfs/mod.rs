@@ -53,6 +53,8 @@ pub struct Options {
     pub host_apt_dir: Option<PathBuf>,
     /// Provision the agent into the rootfs; None leaves a bare rootfs (Kata's ROOTFS_ONLY).
     pub agent: Option<AgentRequest>,
+    /// Native, or the distro's own installer in a builder container.
+    pub builder: crate::builder::Builder,
 }
 
 pub fn build(opts: &Options) -> Result<()> {
@@ -67,12 +69,17 @@ pub fn build(opts: &Options) -> Result<()> {
     if !opts.dry_run {
         crate::output::check_destination(&opts.output, DirKind::Rootfs, opts.force)?;
     }
+    // A container build is checked (definition, arch, engine) before any work.
+    let container = crate::builder::prepare(opts.builder, &target)?;
     // The agent is read and checked now: a missing file or a wrong arch fails before
     // anything is downloaded.
     let provisioning = match (&opts.agent, opts.dry_run) {
         (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
         _ => None,
     };
+    if let Some(c) = container {
+        return crate::builder::build(c, &target, opts, provisioning);
+    }
     native::build(&target, opts, provisioning)
 }
 
