@@ -3,11 +3,16 @@
 
 mod agent_args;
 mod boot;
+mod build;
+mod cache;
 mod image;
 mod initrd;
 mod kernel;
+mod lock;
 mod matrix;
 mod provision;
+mod release;
+mod render;
 mod rootfs;
 
 use clap::{Parser, Subcommand};
@@ -42,6 +47,14 @@ enum Command {
     Boot(boot::Args),
     /// Get a distro kernel for boot checks
     Kernel(kernel::Args),
+    /// Build every guest and artifact of a build file (osbuilder.toml) into the stage cache
+    Build(build::Args),
+    /// Build a build file's artifacts and write Kata's release tree, or merge split runs
+    Release(release::Args),
+    /// Resolve a build file's packages into its lock file (osbuilder.lock)
+    Lock(lock::Args),
+    /// List or clean the stage cache
+    Cache(cache::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -56,6 +69,10 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Release(a) => release::run(a),
+        Command::Lock(a) => lock::run(a),
+        Command::Cache(a) => cache::run(a),
     };
     match result {
         Ok(()) => 0,

@@ -55,7 +55,8 @@ pub struct Options {
     pub agent: Option<AgentRequest>,
 }
 
-pub fn build(opts: &Options) -> Result<()> {
+/// `osbuilder rootfs`: check the request, then build; messages go to `sink`.
+pub fn build(opts: &Options, sink: &dyn crate::events::Sink) -> Result<()> {
     let set = DistroSet::load()?;
     let arch = crate::arch::Arch::or_host(opts.arch)?;
     let target = Matrix::new(&set).check(&Request {
@@ -73,7 +74,7 @@ pub fn build(opts: &Options) -> Result<()> {
         (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
         _ => None,
     };
-    native::build(&target, opts, provisioning)
+    native::build(&target, opts, provisioning, sink)
 }
 
 /// The release to build: `--os-version`, else the distro's default.
@@ -102,7 +103,13 @@ pub struct Provisioning {
 }
 
 impl Provisioning {
-    fn prepare(req: &AgentRequest, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
+    /// Read and check the agent for `target` (a missing file or a wrong arch fails here,
+    /// before anything is downloaded) and fill in what osbuilder.yaml records.
+    pub fn prepare(
+        req: &AgentRequest,
+        target: &Target<'_>,
+        opts: &Options,
+    ) -> Result<Provisioning> {
         let mut spec = req.spec(target.arch, target.init)?;
         spec.distro = Some((target.distro.name.clone(), os_version(target, opts)));
         spec.default_packages = match &opts.packages {
@@ -113,14 +120,6 @@ impl Provisioning {
         let agent = crate::provision::load_agent(&spec)?;
         Ok(Provisioning { spec, agent })
     }
-}
-
-/// How long a build took, for the closing line.
-pub(crate) struct Timing {
-    pub start: std::time::Instant,
-    /// Index and downloads.
-    pub fetched: std::time::Duration,
-    pub packages: usize,
 }
 
 /// The end of every backend: provision the staged rootfs (when an agent was asked for),
@@ -134,11 +133,12 @@ pub(crate) fn finish(
     record: &PackageRecord,
     provisioning: Option<Provisioning>,
     mtime: i64,
-    timing: Timing,
+    job: crate::events::Job<'_>,
 ) -> Result<()> {
     let mtree = match provisioning {
         None => mtree,
         Some(mut p) => {
+            let provisioning = job.start(crate::events::Stage::Provision, None);
             p.spec.source_date_epoch.get_or_insert(mtime);
             let (mtree, report) = crate::provision::provision_dir(
                 staged.path(),
@@ -148,14 +148,15 @@ pub(crate) fn finish(
                 Some(record),
             )?;
             for w in &report.warnings {
-                eprintln!("osbuilder: warning: {w}");
+                job.warn(w.clone());
             }
-            eprintln!(
-                "osbuilder: provisioned {} agent at {} (sha256 {})",
+            job.note(format!(
+                "provisioned {} agent at {} (sha256 {})",
                 p.spec.init,
                 report.agent_path,
                 &report.agent_sha256[..16]
-            );
+            ));
+            provisioning.done();
             mtree
         }
     };
@@ -165,20 +166,5 @@ pub(crate) fn finish(
         output::record_sidecar(record, &dest)?,
     ];
     staged.commit(sidecars)?;
-    eprintln!(
-        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
-        dest.display(),
-        timing.packages,
-        timing.start.elapsed().as_secs_f64(),
-        timing.fetched.as_secs_f64(),
-        if mtree.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; ownership and device metadata in {}",
-                Mtree::default_path_for(&dest).display()
-            )
-        }
-    );
     Ok(())
 }
