@@ -155,9 +155,16 @@ impl<'a> Job<'a> {
         });
     }
 
-    /// A stage whose result came from the cache: start and finish at once.
+    /// A stage whose result came from the cache: only its (cached) finish.
     pub fn cached(&self, stage: Stage, detail: Option<String>) {
-        self.start(stage, None).finish(true, None, detail);
+        self.sink.emit(Event::Finish {
+            job: self.name.to_string(),
+            stage,
+            seconds: 0.0,
+            cached: true,
+            bytes: None,
+            detail,
+        });
     }
 }
 

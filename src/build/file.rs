@@ -333,7 +333,6 @@ impl Ctx<'_> {
             .map_err(|e| self.err(v.span(), e))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn agent(
         &self,
         bin: &Option<Spanned<String>>,

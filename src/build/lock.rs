@@ -188,7 +188,7 @@ impl Lock {
             )
         }
         let mut entries = self.entries.clone();
-        entries.sort_by(|a, b| a.key().cmp(&b.key()));
+        entries.sort_by_key(|e| e.key());
         let mut t = String::from(
             "# osbuilder.lock: the packages each guest is built from, per arch. Written by\n\
              # `osbuilder build`, `release` and `lock`; check it in. `--locked` builds exactly\n\

@@ -224,7 +224,9 @@ impl Plan {
                     }) {
                         Ok(t) => t,
                         Err(e) => {
-                            let msg = e.to_string();
+                            let msg = e
+                                .to_string()
+                                .replace("use --agent-init", "set init = \"agent-init\"");
                             let (first, rest) = msg.split_once('\n').unwrap_or((&msg, ""));
                             problems.push(format!(
                                 "{}: guest \"{}\" on {arch}: {first}{}",
