@@ -160,6 +160,7 @@ bench:
 	benches/image.sh
 	benches/rootfs.sh
 	benches/release.sh
+	benches/oci.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"

@@ -302,7 +302,7 @@ pub fn run(plan: &Plan, settings: &Settings, sink: &dyn Sink) -> Result<Outcome>
     let set = DistroSet::load()?;
     let cache = Cache::open(settings.cache_dir.as_deref())?;
     let stages = Stages::open(&cache)?;
-    let mut fetcher = Fetcher::new();
+    let mut fetcher = Fetcher::from_env()?;
     fetcher.progress = false;
     let epoch = crate::tree::source_date_epoch()?;
     let mut outcome = Outcome {
@@ -554,7 +554,7 @@ pub fn lock(
     let mut lock = Lock::load(&settings.lock_path)?;
     let set = DistroSet::load()?;
     let cache = Cache::open(settings.cache_dir.as_deref())?;
-    let mut fetcher = Fetcher::new();
+    let mut fetcher = Fetcher::from_env()?;
     fetcher.progress = false;
     let mut changed = Vec::new();
     let mut repos = Opened::new();

@@ -10,6 +10,7 @@ mod initrd;
 mod kernel;
 mod lock;
 mod matrix;
+mod oci;
 mod provision;
 mod release;
 mod render;
@@ -55,6 +56,12 @@ enum Command {
     Lock(lock::Args),
     /// List or clean the stage cache
     Cache(cache::Args),
+    /// Write an OCI image layout: a multi-arch index of baremetal and virtualization manifests
+    Oci(oci::OciArgs),
+    /// Push an OCI image layout to a registry (SBOMs attached as referrers)
+    Push(oci::PushArgs),
+    /// Pull one platform of an OS image from a registry into a folder (verified)
+    Pull(oci::PullArgs),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -73,6 +80,9 @@ pub fn main() -> i32 {
         Command::Release(a) => release::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Cache(a) => cache::run(a),
+        Command::Oci(a) => oci::run_oci(a),
+        Command::Push(a) => oci::run_push(a),
+        Command::Pull(a) => oci::run_pull(a),
     };
     match result {
         Ok(()) => 0,

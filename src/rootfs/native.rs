@@ -161,7 +161,7 @@ pub fn build(
         target.distro.package_format.arch_name(target.arch),
         target.init
     ));
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let opened = open(target, opts, &fetcher, &cache, job)?;
     let plan = opened.repo.resolve(&opened.request)?;
