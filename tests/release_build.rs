@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::apkrepo;
-use deb_support::{E, Gpg, Pkg, gpg_key, pkg, serve, write_repo};
+use deb_support::{E, Fault, Gpg, Pkg, gpg_key, pkg, serve, serve_with, write_repo};
 
 const SUITE: &str = "testsuite";
 
@@ -80,7 +80,11 @@ struct Deb {
 }
 
 fn deb_pkgs(app_version: &str) -> Vec<Pkg> {
-    let (_, deb) = host();
+    deb_pkgs_for(host().1, app_version)
+}
+
+/// `app` (depending on `libapp`) for Debian arch `deb`.
+fn deb_pkgs_for(deb: &str, app_version: &str) -> Vec<Pkg> {
     vec![
         pkg(
             "app",
@@ -525,4 +529,77 @@ fn the_stage_cache_repacks_only_what_changed_and_serves_concurrent_builds() {
     assert!(ls.contains("3 entries"), "{ls}");
     let (gc, _) = ok(osb().args(["cache", "gc", "--cache-dir"]).arg(&cache));
     assert!(gc.contains("removed 0 stage entries"), "{gc}");
+}
+
+#[test]
+fn an_arch_whose_pool_the_mirror_does_not_serve_stops_the_run_before_anything_is_built() {
+    if !common::needs::tools(&[("gpg", "gnupg")]) {
+        return;
+    }
+    let r = deb_repo();
+    // s390x from a second mirror whose signed index lists the packages while its pool
+    // answers 404 — what the real mirror here does for ppc64el and s390x.
+    let www = r.dir.join("www-s390x");
+    write_repo(
+        &www,
+        SUITE,
+        "s390x",
+        &deb_pkgs_for("s390x", "1.0"),
+        &r.key,
+        "",
+    );
+    let url = serve_with(&www, |p| {
+        if p.contains("/pool/") {
+            Fault::NotFound
+        } else {
+            Fault::None
+        }
+    });
+    let agent = r.dir.join("agent-stand-in.sh");
+    std::fs::write(&agent, "#!/bin/sh\nexec sleep infinity\n").unwrap();
+    let file = r.dir.join("osbuilder.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[guest]]\nname = \"app\"\ndistro = \"debian\"\nversion = \"{SUITE}\"\n\
+             arches = [\"{}\", \"s390x\"]\ninit = \"agent-init\"\npackages = [\"app\"]\n\
+             mirror = \"{}\"\nkeyrings = [\"{}\"]\n[guest.initrd]\ncompression = \"none\"\n\
+             [guest.arch.s390x]\nmirror = \"{url}\"\nagent_bin = \"{}\"\n",
+            host().0,
+            r.url,
+            r.key.public.display(),
+            agent.display()
+        ),
+    )
+    .unwrap();
+    let cache = r.dir.join("cache");
+    let rel = r.dir.join("rel");
+    let mut c = osb();
+    job(&mut c, "release", &file, &cache);
+    let o = c.args(["--json", "-o"]).arg(&rel).output().unwrap();
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}\n{out}");
+    // One line naming the job, the file and the 404, and the way out.
+    assert!(
+        err.contains("nothing was built: job app/s390x (1 of 2)")
+            && err.contains("--only arch=s390x")
+            && err.contains("_s390x.deb")
+            && err.contains("404"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // The host's job was resolved and downloaded, but not built: no time spent on a run
+    // that cannot finish, and no release tree.
+    let ev = events(&out);
+    assert_eq!(finished(&ev, "download").len(), 1, "{out}");
+    for stage in ["extract", "provision", "pack"] {
+        assert!(finished(&ev, stage).is_empty(), "{stage}: {out}");
+    }
+    assert!(!rel.exists());
+    // Leaving the arch out, as the error says, builds the rest.
+    let mut c = osb();
+    job(&mut c, "release", &file, &cache);
+    ok(c.args(["--only", &format!("arch={}", host().0), "-o"])
+        .arg(&rel));
+    assert!(rel.join(host().0).is_dir() && !rel.join("s390x").exists());
 }

@@ -1,7 +1,9 @@
 //! Running a plan: for each rootfs job, the lock entry decides the packages, the stage cache
 //! is asked for the rootfs and each artifact by key, and only what is missing is made —
 //! resolve and download (only without a usable lock entry, or when the rootfs must be
-//! rebuilt), install and provision, pack. Everything the user sees goes out as events.
+//! rebuilt), install and provision, pack. Every job's packages are settled before any job
+//! is built, so a job that cannot have them (an arch the mirror does not serve) stops the
+//! run before any work is spent. Everything the user sees goes out as events.
 //!
 //! Keys (see [`super::stage`]): a rootfs is keyed by its lock entry (repository digests,
 //! packages with their SHA-256) and its provisioning inputs (the agent's SHA-256, its
@@ -320,52 +322,36 @@ pub fn run(plan: &Plan, settings: &Settings, sink: &dyn Sink) -> Result<Outcome>
             .with_context(|| format!("{}: reading the agent and kernel modules", job.name))?;
         prepared.push((opts, inputs));
     }
-    for (job, (mut opts, prov)) in plan.jobs.iter().zip(prepared) {
+    // First every job's packages are settled — taken from the stage cache, or resolved and
+    // downloaded — and only then is anything built: a job whose packages cannot be had (an
+    // arch whose pool the mirror does not serve, a pinned version gone) fails the run in
+    // seconds, all such jobs named at once, before minutes go into the jobs that could be.
+    let mut ready = Vec::new();
+    let mut failed = Vec::new();
+    for (job, (opts, prov)) in plan.jobs.iter().zip(prepared) {
         let ev = Job::new(&job.name, sink);
-        let target = target(&set, job)?;
-        let locked_entry = lock
-            .get(&job.lock_key)
-            .filter(|e| e.stale_for(job).is_none())
-            .cloned();
-        let mut rootfs = locked_entry
-            .as_ref()
-            .and_then(|e| stages.get(StageKind::Rootfs, &rootfs_key(e, &prov)));
-        if let Some(r) = &rootfs {
-            ev.cached(
-                Stage::Extract,
-                Some(format!("rootfs {} from the stage cache", &r.meta.key[..12])),
-            );
-        } else {
-            let expect = locked_entry
-                .as_ref()
-                .map(|e| (e, settings.lock_path.as_path()));
-            let res = resolve(
-                job, &target, &opts, &fetcher, &cache, expect, &mut repos, ev,
-            )?;
-            outcome.downloaded += res.downloaded;
-            match &locked_entry {
-                Some(e) => {
-                    lock::check_same(e, &res.entry.packages, &job.name, &settings.lock_path)?;
-                    if !settings.locked && e.repository != res.entry.repository {
-                        lock.set(res.entry.clone());
-                        lock.save()?;
-                    }
-                }
-                None => {
-                    lock.set(res.entry.clone());
-                    lock.save()?;
-                    ev.note(format!("locked in {}", settings.lock_path.display()));
-                }
+        match settle(
+            job, &set, &opts, prov, settings, &mut lock, &stages, &fetcher, &cache, &mut repos, ev,
+        ) {
+            Ok((source, downloaded)) => {
+                outcome.downloaded += downloaded;
+                ready.push((job, opts, source));
             }
-            let key = rootfs_key(&res.entry, &prov);
-            rootfs = stages.get(StageKind::Rootfs, &key);
-            if rootfs.is_none() {
-                rootfs = Some(build_rootfs(
-                    job, &target, &mut opts, &stages, &key, res, ev,
-                )?);
-            }
+            Err(e) => failed.push((job, e)),
         }
-        let rootfs = rootfs.expect("a rootfs entry at this point");
+    }
+    if let Some(err) = cannot_build(plan.jobs.len(), failed) {
+        return Err(err);
+    }
+    for (job, mut opts, source) in ready {
+        let ev = Job::new(&job.name, sink);
+        let rootfs = match source {
+            Source::Cached(r) => r,
+            Source::Build { key, res } => {
+                let target = target(&set, job)?;
+                build_rootfs(job, &target, &mut opts, &stages, &key, *res, ev)?
+            }
+        };
         let stamp = epoch.or(rootfs.meta.mtime).unwrap_or(0);
         for a in &job.artifacts {
             outcome
@@ -374,6 +360,113 @@ pub fn run(plan: &Plan, settings: &Settings, sink: &dyn Sink) -> Result<Outcome>
         }
     }
     Ok(outcome)
+}
+
+/// Where a job's rootfs comes from once its packages are settled.
+enum Source {
+    Cached(stage::Entry),
+    Build { key: String, res: Box<Resolved> },
+}
+
+/// Settle one job's packages: its rootfs from the stage cache when the lock entry and the
+/// provisioning inputs name one, else resolved (pinned by the lock entry when it has a
+/// usable one) and downloaded, the lock file updated. Returns the bytes downloaded.
+#[allow(clippy::too_many_arguments)]
+fn settle(
+    job: &RootfsJob,
+    set: &DistroSet,
+    opts: &crate::rootfs::Options,
+    prov: serde_json::Value,
+    settings: &Settings,
+    lock: &mut Lock,
+    stages: &Stages,
+    fetcher: &Fetcher,
+    cache: &Cache,
+    repos: &mut Opened,
+    ev: Job<'_>,
+) -> Result<(Source, u64)> {
+    let target = target(set, job)?;
+    let locked_entry = lock
+        .get(&job.lock_key)
+        .filter(|e| e.stale_for(job).is_none())
+        .cloned();
+    if let Some(r) = locked_entry
+        .as_ref()
+        .and_then(|e| stages.get(StageKind::Rootfs, &rootfs_key(e, &prov)))
+    {
+        ev.cached(
+            Stage::Extract,
+            Some(format!("rootfs {} from the stage cache", &r.meta.key[..12])),
+        );
+        return Ok((Source::Cached(r), 0));
+    }
+    let expect = locked_entry
+        .as_ref()
+        .map(|e| (e, settings.lock_path.as_path()));
+    let res = resolve(job, &target, opts, fetcher, cache, expect, repos, ev)?;
+    let downloaded = res.downloaded;
+    match &locked_entry {
+        Some(e) => {
+            lock::check_same(e, &res.entry.packages, &job.name, &settings.lock_path)?;
+            if !settings.locked && e.repository != res.entry.repository {
+                lock.set(res.entry.clone());
+                lock.save()?;
+            }
+        }
+        None => {
+            lock.set(res.entry.clone());
+            lock.save()?;
+            ev.note(format!("locked in {}", settings.lock_path.display()));
+        }
+    }
+    let key = rootfs_key(&res.entry, &prov);
+    let source = match stages.get(StageKind::Rootfs, &key) {
+        Some(r) => Source::Cached(r),
+        None => Source::Build {
+            key,
+            res: Box::new(res),
+        },
+    };
+    Ok((source, downloaded))
+}
+
+/// The error of a run some of whose `total` jobs cannot get their packages: one job's error
+/// as it is (its kind decides the exit status), several named together with what to do.
+fn cannot_build(
+    total: usize,
+    mut failed: Vec<(&RootfsJob, anyhow::Error)>,
+) -> Option<anyhow::Error> {
+    match failed.len() {
+        0 => None,
+        1 if total == 1 => Some(failed.remove(0).1),
+        1 => {
+            let (job, e) = failed.remove(0);
+            Some(e.context(format!(
+                "nothing was built: job {} (1 of {total}) cannot get its packages (leave it \
+                 out with --only, e.g. --only arch={}, or fix the mirror)",
+                job.name, job.arch
+            )))
+        }
+        n => {
+            let refused = failed.iter().all(|(_, e)| crate::error::is_refused(e));
+            let names: Vec<&str> = failed.iter().map(|(j, _)| j.name.as_str()).collect();
+            let msg = format!(
+                "{n} of {total} jobs cannot get their packages, so nothing was built ({}): {}; \
+                 leave them out with --only (e.g. --only arch=…), or fix the mirror",
+                names.join(", "),
+                failed
+                    .iter()
+                    .map(|(_, e)| format!("{e:#}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            Some(if refused {
+                crate::error::refused(msg)
+            } else {
+                anyhow::anyhow!(msg)
+            })
+        }
+    }
 }
 
 fn build_rootfs(
