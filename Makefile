@@ -9,6 +9,9 @@
 #   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing)
 #   make all                      image + initrd
 #   make smoke                    boot $(INITRD_IMAGE) under QEMU with Debian's kernel
+#   make release                  build $(RELEASE_FILE) and write Kata's release tree in
+#                                 $(RELEASE_DIR) (docs/release.md); ARCH=aarch64 builds one arch
+#                                 (a CI job), MERGE="out-x86_64 out-aarch64" merges such runs
 #   make matrix                   print the compatibility matrix
 #   make test                     run the test suite (what CI runs)
 #   make bench                    run the benchmarks under benches/
@@ -79,7 +82,7 @@ IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK
 	$(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
 	$(if $(ARCH),--arch $(ARCH))
 
-.PHONY: all build demo rootfs image initrd smoke matrix test bench clean print-% check-vars
+.PHONY: all build demo rootfs image initrd smoke release matrix test bench clean print-% check-vars
 
 all: image initrd
 
@@ -135,6 +138,26 @@ smoke: $(OSBUILDER)
 	$(OSBUILDER) kernel fetch $(if $(ARCH),--arch $(ARCH)) -o "$(KERNEL_DIR)"
 	$(OSBUILDER) boot --kernel "$(KERNEL_DIR)/vmlinuz" --initrd "$(INITRD_IMAGE)" --poweroff
 
+# --- release: a build file (osbuilder.toml) → Kata's release tree ---
+# Kata's variables narrow the build file down when given on the command line or in the
+# environment: ARCH → --only arch=, DISTRO → --only distro=. LOCKED=yes builds exactly the
+# lock file's packages.
+RELEASE_FILE ?= examples/osbuilder.toml
+RELEASE_DIR  ?= $(CURDIR)/release
+LOCKED       ?= no
+MERGE        ?=
+given = $(filter command line environment,$(origin $(1)))
+RELEASE_ONLY := $(if $(ARCH),--only arch=$(ARCH)) \
+	$(if $(call given,DISTRO),--only distro=$(DISTRO))
+
+release: $(OSBUILDER)
+ifneq ($(strip $(MERGE)),)
+	$(OSBUILDER) release --merge $(MERGE) -o "$(RELEASE_DIR)"
+else
+	$(OSBUILDER) release -f "$(RELEASE_FILE)" -o "$(RELEASE_DIR)" $(RELEASE_ONLY) \
+		$(if $(call yes,$(LOCKED)),--locked)
+endif
+
 matrix: $(OSBUILDER)
 	$(OSBUILDER) matrix
 
@@ -150,6 +173,7 @@ bench:
 	benches/image.sh
 	benches/rootfs.sh
 	benches/container.sh
+	benches/release.sh
 	benches/oci.sh
 
 clean:

@@ -97,6 +97,9 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
         fetcher: &fetcher,
         cache: &cache,
     })?;
+    for line in crate::pkg::backend::Repository::verified(&repo) {
+        eprintln!("osbuilder: {line}");
+    }
     let image = image_package(&repo.universe, meta)?;
     let pkg = &repo.universe.packages[image];
     eprintln!(

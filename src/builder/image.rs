@@ -61,6 +61,7 @@ pub fn ensure(
     sources: &Sources,
     pull: bool,
     rebuild: bool,
+    sink: &dyn crate::events::Sink,
 ) -> Result<Image> {
     let host = Arch::host().context("this host's architecture is not one osbuilder knows")?;
     let reference = def.reference(host);
@@ -74,7 +75,7 @@ pub fn ensure(
         pull_build(engine, def, &reference)?;
         Origin::Pulled
     } else {
-        bootstrap(engine, def, &reference, host, sources)?;
+        bootstrap(engine, def, &reference, host, sources, sink)?;
         Origin::Bootstrapped
     };
     Ok(Image { reference, origin })
@@ -112,6 +113,7 @@ fn bootstrap(
     reference: &str,
     host: Arch,
     sources: &Sources,
+    sink: &dyn crate::events::Sink,
 ) -> Result<()> {
     let b = &def.bootstrap;
     eprintln!(
@@ -122,19 +124,22 @@ fn bootstrap(
     );
     let tmp = TempDir::new("builder")?;
     let root = tmp.0.join("rootfs");
-    crate::rootfs::build(&crate::rootfs::Options {
-        distro: b.distro.clone(),
-        arch: Some(host),
-        os_version: Some(b.version.clone()),
-        packages: Some(b.packages.clone()),
-        mirror: sources.mirror.clone(),
-        keyrings: sources.keyrings.clone(),
-        keys_dirs: sources.keys_dirs.clone(),
-        cache_dir: sources.cache_dir.clone(),
-        output: root.clone(),
-        agent: None,
-        ..Default::default()
-    })
+    crate::rootfs::build(
+        &crate::rootfs::Options {
+            distro: b.distro.clone(),
+            arch: Some(host),
+            os_version: Some(b.version.clone()),
+            packages: Some(b.packages.clone()),
+            mirror: sources.mirror.clone(),
+            keyrings: sources.keyrings.clone(),
+            keys_dirs: sources.keys_dirs.clone(),
+            cache_dir: sources.cache_dir.clone(),
+            output: root.clone(),
+            agent: None,
+            ..Default::default()
+        },
+        sink,
+    )
     .with_context(|| format!("bootstrapping the builder image {reference}"))?;
     import(engine, &root, reference)
 }

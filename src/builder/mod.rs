@@ -200,8 +200,10 @@ pub fn build(
     target: &Target<'_>,
     opts: &Options,
     provisioning: Option<Provisioning>,
+    sink: &dyn crate::events::Sink,
 ) -> Result<()> {
     let start = Instant::now();
+    let job = crate::events::Job::new("rootfs", sink);
     let Prepared { engine, def } = p;
     let d = target.distro;
     let mirror = crate::mirror::resolve(
@@ -248,6 +250,7 @@ pub fn build(
         &sources_for(&def, target, opts),
         false,
         false,
+        sink,
     )?;
     if image.origin == image::Origin::Reused {
         eprintln!("osbuilder: builder image {} (reused)", image.reference);
@@ -300,18 +303,19 @@ pub fn build(
         mirrors: plan.mirrors.clone(),
         packages: plan.record(&installed),
     };
-    crate::rootfs::finish(
-        staged,
-        mtree,
-        &record,
-        provisioning,
-        plan.mtime,
-        crate::rootfs::Timing {
-            start,
-            fetched: plan.index_time,
-            packages: installed.len(),
-        },
-    )
+    crate::rootfs::finish(staged, mtree, &record, provisioning, plan.mtime, job)?;
+    job.note(format!(
+        "rootfs {} ready: {} packages in {:.1} s (index {:.1} s){}",
+        opts.output.display(),
+        installed.len(),
+        start.elapsed().as_secs_f64(),
+        plan.index_time.as_secs_f64(),
+        match crate::tree::Mtree::default_path_for(&opts.output) {
+            m if m.exists() => format!("; ownership and device metadata in {}", m.display()),
+            _ => String::new(),
+        }
+    ));
+    Ok(())
 }
 
 /// The keys the container's installer verifies against, in a folder beside the output
@@ -401,7 +405,7 @@ pub struct ImageOptions {
 }
 
 /// Make or reuse the builder image; returns it.
-pub fn builder_image(o: &ImageOptions) -> Result<image::Image> {
+pub fn builder_image(o: &ImageOptions, sink: &dyn crate::events::Sink) -> Result<image::Image> {
     let set = crate::distro::DistroSet::load()?;
     let d = set.get(&o.distro).ok_or_else(|| {
         crate::error::refused(format!(
@@ -417,5 +421,5 @@ pub fn builder_image(o: &ImageOptions) -> Result<image::Image> {
     let engine = engine::probe(kind)?;
     eprintln!("osbuilder: builder container engine: {}", engine.describe());
     // The sources are the builder's own distro's (Debian's for an Ubuntu target).
-    image::ensure(&engine, &def.image, &o.sources, o.pull, o.rebuild)
+    image::ensure(&engine, &def.image, &o.sources, o.pull, o.rebuild, sink)
 }

@@ -68,18 +68,21 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let img = builder::builder_image(&ImageOptions {
-        distro: a.distro,
-        builder: a.builder.into(),
-        pull: a.pull,
-        rebuild: a.rebuild,
-        sources: image::Sources {
-            mirror: a.mirror,
-            keyrings: a.keyring,
-            keys_dirs: a.keys_dir,
-            cache_dir: a.cache_dir,
+    let img = builder::builder_image(
+        &ImageOptions {
+            distro: a.distro,
+            builder: a.builder.into(),
+            pull: a.pull,
+            rebuild: a.rebuild,
+            sources: image::Sources {
+                mirror: a.mirror,
+                keyrings: a.keyring,
+                keys_dirs: a.keys_dir,
+                cache_dir: a.cache_dir,
+            },
         },
-    })?;
+        &super::render::Lines,
+    )?;
     eprintln!(
         "osbuilder: builder image {} ({})",
         img.reference,

@@ -3,14 +3,19 @@
 
 mod agent_args;
 mod boot;
+mod build;
 mod builder_image;
+mod cache;
 mod image;
 mod initrd;
 mod kernel;
+mod lock;
 mod matrix;
 mod oci;
 mod pkg;
 mod provision;
+mod release;
+mod render;
 mod rootfs;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +54,14 @@ enum Command {
     Kernel(kernel::Args),
     /// Package files: verify signatures and digests
     Pkg(pkg::Args),
+    /// Build every guest and artifact of a build file (osbuilder.toml) into the stage cache
+    Build(build::Args),
+    /// Build a build file's artifacts and write Kata's release tree, or merge split runs
+    Release(release::Args),
+    /// Resolve a build file's packages into its lock file (osbuilder.lock)
+    Lock(lock::Args),
+    /// List or clean the stage cache
+    Cache(cache::Args),
     /// Write an OCI image layout: a multi-arch index of baremetal and virtualization manifests
     Oci(oci::OciArgs),
     /// Push an OCI image layout to a registry (SBOMs attached as referrers)
@@ -71,6 +84,10 @@ pub fn main() -> i32 {
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
         Command::Pkg(a) => pkg::run(a),
+        Command::Build(a) => build::run(a),
+        Command::Release(a) => release::run(a),
+        Command::Lock(a) => lock::run(a),
+        Command::Cache(a) => cache::run(a),
         Command::Oci(a) => oci::run_oci(a),
         Command::Push(a) => oci::run_push(a),
         Command::Pull(a) => oci::run_pull(a),

@@ -99,24 +99,27 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         None
     };
-    rootfs::build(&Options {
-        distro: a.distro,
-        arch: a.arch,
-        os_version: a.os_version,
-        init,
-        extra_pkgs: a.extra_pkgs,
-        packages: a.packages,
-        mirror: a.mirror,
-        keyrings: a.keyring,
-        keys_dirs: a.keys_dir,
-        allow_unsigned: a.allow_unsigned,
-        cache_dir: a.cache_dir,
-        dry_run: a.dry_run,
-        run_scripts: a.run_scripts,
-        output: a.output,
-        force: a.force,
-        host_apt_dir: None,
-        agent: (!a.no_agent).then(|| a.agent.request()),
-        builder: a.builder.into(),
-    })
+    rootfs::build(
+        &Options {
+            distro: a.distro,
+            arch: a.arch,
+            os_version: a.os_version,
+            init,
+            extra_pkgs: a.extra_pkgs,
+            packages: a.packages,
+            mirror: a.mirror,
+            keyrings: a.keyring,
+            keys_dirs: a.keys_dir,
+            allow_unsigned: a.allow_unsigned,
+            cache_dir: a.cache_dir,
+            dry_run: a.dry_run,
+            run_scripts: a.run_scripts,
+            output: a.output,
+            force: a.force,
+            host_apt_dir: None,
+            agent: (!a.no_agent).then(|| a.agent.request()),
+            builder: a.builder.into(),
+        },
+        &super::render::Lines,
+    )
 }

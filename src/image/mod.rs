@@ -83,7 +83,7 @@ pub struct Report {
 }
 
 /// Refuse combinations that cannot work, before any work.
-fn validate(o: &Options) -> Result<()> {
+pub fn validate(o: &Options) -> Result<()> {
     let usage = |m: String| -> Result<()> { Err(crate::error::refused(m)) };
     if o.dax && o.table == Table::Gpt {
         return usage(

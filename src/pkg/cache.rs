@@ -122,6 +122,35 @@ impl Cache {
         })
     }
 
+    /// Remove downloaded files fetched before `cutoff` (all with None); the stage cache
+    /// (`stages/`) is not touched. Returns (files, bytes).
+    pub fn gc(&self, cutoff: Option<std::time::SystemTime>) -> Result<(usize, u64)> {
+        let mut n = 0;
+        let mut bytes = 0;
+        for algo in std::fs::read_dir(&self.dir)?.flatten() {
+            if algo.file_name() == "stages" || !algo.file_type()?.is_dir() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(algo.path()).min_depth(2).max_depth(2) {
+                let Ok(e) = e else { continue };
+                let Ok(md) = e.metadata() else { continue };
+                if !md.is_file() {
+                    continue;
+                }
+                let old = match (cutoff, md.modified()) {
+                    (None, _) => true,
+                    (Some(c), Ok(m)) => m < c,
+                    (Some(_), Err(_)) => false,
+                };
+                if old && std::fs::remove_file(e.path()).is_ok() {
+                    n += 1;
+                    bytes += md.len();
+                }
+            }
+        }
+        Ok((n, bytes))
+    }
+
     /// Temporaries (`.tmp-PID-…`) of processes that are gone belong to builds that were
     /// killed; remove them. Those of live processes (a concurrent build) stay.
     fn sweep_stale_temporaries(&self) {

@@ -144,9 +144,27 @@ fn fmt_secs(d: Duration) -> String {
 
 impl std::error::Error for FetchError {}
 
+/// A repository's top-level signed index as fetched: where from, and its SHA-256. The
+/// lock file records these ([`Fetcher::get_index`]).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct IndexDigest {
+    pub url: String,
+    pub sha256: String,
+}
+
+/// Index pinning: the indexes a lock file recorded, served from the cache when it holds them,
+/// and a log of the indexes actually used.
+struct IndexState {
+    cache: Cache,
+    pins: std::collections::HashMap<String, String>,
+    log: Mutex<Vec<IndexDigest>>,
+}
+
 #[derive(Clone)]
 pub struct Fetcher {
     agent: ureq::Agent,
+    /// Set by [`Fetcher::pinning`]: index bytes are kept in the cache and logged.
+    index: Option<std::sync::Arc<IndexState>>,
     /// Longest wait for data on one read (see the module docs).
     idle: Duration,
     /// Longest time one attempt may take to receive the body.
@@ -210,6 +228,7 @@ impl Fetcher {
                 ureq::unversioned::transport::DefaultConnector::default(),
                 CachingResolver::default(),
             ),
+            index: None,
             idle,
             body,
             attempts: 4,
@@ -347,6 +366,74 @@ impl Fetcher {
         Ok(buf.into_inner())
     }
 
+    /// A fetcher sharing this one's connections that keeps every top-level index it fetches
+    /// ([`Fetcher::get_index`]) in `cache`, serves the `pins` (url → sha256) from the cache
+    /// without touching the network when it holds them, and logs what it used.
+    pub fn pinning(&self, cache: &Cache, pins: &[IndexDigest]) -> Fetcher {
+        Fetcher {
+            index: Some(std::sync::Arc::new(IndexState {
+                cache: cache.clone(),
+                pins: pins
+                    .iter()
+                    .map(|p| (p.url.clone(), p.sha256.clone()))
+                    .collect(),
+                log: Mutex::new(Vec::new()),
+            })),
+            ..self.clone()
+        }
+    }
+
+    /// A repository's top-level signed index (Debian's InRelease / Release / Release.gpg,
+    /// Alpine's APKINDEX.tar.gz, an rpm repomd.xml and its signature): what the repository's
+    /// content hangs from, and what a lock file pins. Backends fetch these with this method
+    /// and everything else with [`Fetcher::get`] or through the content-addressed cache; the
+    /// caller still verifies the bytes (signatures) as it would fetched ones. Without
+    /// [`Fetcher::pinning`] this is [`Fetcher::get`].
+    pub fn get_index(&self, url: &str) -> Result<Vec<u8>, FetchError> {
+        let Some(state) = &self.index else {
+            return self.get(url);
+        };
+        let pinned = state
+            .pins
+            .get(url)
+            .map(|h| super::Digest::Sha256(h.clone()));
+        let cached = match &pinned {
+            Some(d) => state.cache.lookup(d).map_err(FetchError::Other)?,
+            None => None,
+        };
+        let data = match cached {
+            Some(p) => std::fs::read(&p).map_err(|e| {
+                FetchError::Other(anyhow!(e).context(format!("reading {}", p.display())))
+            })?,
+            None => {
+                let data = self.get(url)?;
+                let d = super::Digest::Sha256(super::sha256_hex(&data));
+                // Kept so that a later locked build can run offline; failing to keep it
+                // only costs that.
+                let _ = state.cache.insert_bytes(&d, &data);
+                data
+            }
+        };
+        state
+            .log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(IndexDigest {
+                url: url.to_string(),
+                sha256: super::sha256_hex(&data),
+            });
+        Ok(data)
+    }
+
+    /// The top-level indexes [`Fetcher::get_index`] returned, in order (empty without
+    /// [`Fetcher::pinning`]).
+    pub fn index_log(&self) -> Vec<IndexDigest> {
+        match &self.index {
+            Some(s) => s.log.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+            None => Vec::new(),
+        }
+    }
+
     /// The verified cache entry for `pkg`, downloading it if the cache lacks it.
     pub fn fetch_one(&self, cache: &Cache, pkg: &PackageRef) -> Result<PathBuf> {
         self.fetch_one_counted(cache, pkg, &|_| {})
@@ -395,6 +482,29 @@ impl Fetcher {
                 }
             }
         }
+    }
+
+    /// Fetch every package (in parallel, cache first) without drawing anything; `on_bytes`
+    /// hears every chunk, and the answer says how many bytes came over the network (not
+    /// from the cache). Paths are returned in input order.
+    pub fn fetch_packages_quietly(
+        &self,
+        cache: &Cache,
+        pkgs: &[PackageRef],
+        on_bytes: &(dyn Fn(u64) + Sync),
+    ) -> Result<(Vec<PathBuf>, u64)> {
+        let fetched = std::sync::atomic::AtomicU64::new(0);
+        let out = crate::parallel::map(pkgs, self.jobs, |_, pkg| {
+            if let Some(p) = cache.lookup(&pkg.digest)? {
+                on_bytes(pkg.size);
+                return Ok(p);
+            }
+            self.fetch_one_counted(cache, pkg, &|n| {
+                fetched.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                on_bytes(n)
+            })
+        })?;
+        Ok((out, fetched.into_inner()))
     }
 
     /// Fetch every package (in parallel, cache first); paths are returned in input order.

@@ -57,7 +57,8 @@ pub struct Options {
     pub builder: crate::builder::Builder,
 }
 
-pub fn build(opts: &Options) -> Result<()> {
+/// `osbuilder rootfs`: check the request, then build; messages go to `sink`.
+pub fn build(opts: &Options, sink: &dyn crate::events::Sink) -> Result<()> {
     let set = DistroSet::load()?;
     let arch = crate::arch::Arch::or_host(opts.arch)?;
     let target = Matrix::new(&set).check(&Request {
@@ -78,9 +79,9 @@ pub fn build(opts: &Options) -> Result<()> {
         _ => None,
     };
     if let Some(c) = container {
-        return crate::builder::build(c, &target, opts, provisioning);
+        return crate::builder::build(c, &target, opts, provisioning, sink);
     }
-    native::build(&target, opts, provisioning)
+    native::build(&target, opts, provisioning, sink)
 }
 
 /// The release to build: `--os-version`, else the distro's default.
@@ -109,7 +110,13 @@ pub struct Provisioning {
 }
 
 impl Provisioning {
-    fn prepare(req: &AgentRequest, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
+    /// Read and check the agent for `target` (a missing file or a wrong arch fails here,
+    /// before anything is downloaded) and fill in what osbuilder.yaml records.
+    pub fn prepare(
+        req: &AgentRequest,
+        target: &Target<'_>,
+        opts: &Options,
+    ) -> Result<Provisioning> {
         let mut spec = req.spec(target.arch, target.init)?;
         spec.distro = Some((target.distro.name.clone(), os_version(target, opts)));
         spec.default_packages = match &opts.packages {
@@ -120,14 +127,6 @@ impl Provisioning {
         let agent = crate::provision::load_agent(&spec)?;
         Ok(Provisioning { spec, agent })
     }
-}
-
-/// How long a build took, for the closing line.
-pub(crate) struct Timing {
-    pub start: std::time::Instant,
-    /// Index and downloads.
-    pub fetched: std::time::Duration,
-    pub packages: usize,
 }
 
 /// The end of every backend: provision the staged rootfs (when an agent was asked for),
@@ -141,11 +140,12 @@ pub(crate) fn finish(
     record: &PackageRecord,
     provisioning: Option<Provisioning>,
     mtime: i64,
-    timing: Timing,
+    job: crate::events::Job<'_>,
 ) -> Result<()> {
     let mtree = match provisioning {
         None => mtree,
         Some(mut p) => {
+            let provisioning = job.start(crate::events::Stage::Provision, None);
             p.spec.source_date_epoch.get_or_insert(mtime);
             // The release as the backend resolved it (`latest` → its number).
             p.spec.distro = Some((record.distro.clone(), record.version.clone()));
@@ -157,14 +157,15 @@ pub(crate) fn finish(
                 Some(record),
             )?;
             for w in &report.warnings {
-                eprintln!("osbuilder: warning: {w}");
+                job.warn(w.clone());
             }
-            eprintln!(
-                "osbuilder: provisioned {} agent at {} (sha256 {})",
+            job.note(format!(
+                "provisioned {} agent at {} (sha256 {})",
                 p.spec.init,
                 report.agent_path,
                 &report.agent_sha256[..16]
-            );
+            ));
+            provisioning.done();
             mtree
         }
     };
@@ -184,21 +185,6 @@ pub(crate) fn finish(
         output::record_sidecar(record, &dest)?,
     ];
     staged.commit(sidecars)?;
-    eprintln!(
-        "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
-        dest.display(),
-        timing.packages,
-        timing.start.elapsed().as_secs_f64(),
-        timing.fetched.as_secs_f64(),
-        if mtree.is_empty() {
-            String::new()
-        } else {
-            format!(
-                "; ownership and device metadata in {}",
-                Mtree::default_path_for(&dest).display()
-            )
-        }
-    );
     Ok(())
 }
 

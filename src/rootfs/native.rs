@@ -1,36 +1,52 @@
-//! The native build: one driver for every package format. It opens the distro's verified
-//! repository through [`crate::pkg::backend::open`], resolves the requested packages,
-//! prints the plan (`--dry-run`) or fetches it in parallel into the cache, lets the
-//! backend install it into a staged root, and hands the root to [`super::finish`].
+//! The native build: one driver for every package format. [`open`] opens the distro's
+//! verified repository through [`crate::pkg::backend::open`], the caller resolves the
+//! requested packages (or prints the plan, `--dry-run`) and fetches them into the cache,
+//! and [`install`] lets the backend install them into a staged root, which
+//! [`super::finish`] provisions and commits. [`build`] is the whole of `osbuilder rootfs`;
+//! the release planner (`crate::build`) calls the steps itself, between which it keeps its
+//! lock file and stage cache.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Result;
 
 use super::Options;
 use crate::distro::PackageFormat;
+use crate::events::{Job, Sink, Stage};
 use crate::matrix::Target;
 use crate::output::{DirKind, StagedDir};
-use crate::pkg::backend::{self, RepoRequest, Request};
+use crate::pkg::backend::{self, Plan, RepoRequest, Repository, Request};
 use crate::pkg::cache::Cache;
 use crate::pkg::extract::{ExtractOptions, Extractor};
 use crate::pkg::fetch::Fetcher;
 use crate::pkg::record::{PackageRecord, installed_packages};
 
-pub fn build(
-    target: &Target<'_>,
-    opts: &Options,
-    provisioning: Option<super::Provisioning>,
-) -> Result<()> {
-    let start = Instant::now();
+/// A verified repository and what to install from it. The repository is shared: a release
+/// run resolves several guests of one distro, release and arch against one opened index.
+pub struct Opened {
+    pub repo: std::rc::Rc<dyn Repository>,
+    pub request: Request,
+    /// The release as asked (or the distro's default).
+    pub version: String,
+}
+
+/// A rootfs that is in place, and what it was made of.
+pub struct Built {
+    /// The build timestamp: SOURCE_DATE_EPOCH, else the repository's (a rebuild of the
+    /// same plan gets the same one).
+    pub mtime: i64,
+    pub record: PackageRecord,
+}
+
+/// What to install for `opts` (checking that `--run-scripts` can work).
+pub fn request(target: &Target<'_>, opts: &Options) -> Result<Request> {
     let distro = target.distro;
     let format = distro.package_format;
-    let arch = target.arch;
-    let version = super::os_version(target, opts);
     if opts.run_scripts {
         match format {
-            PackageFormat::Deb => crate::pkg::deb::backend::check_can_run_scripts(arch)?,
+            PackageFormat::Deb => crate::pkg::deb::backend::check_can_run_scripts(target.arch)?,
             other => {
                 return Err(crate::error::refused(format!(
                     "--run-scripts runs Debian maintainer scripts; {} uses {} packages",
@@ -40,89 +56,142 @@ pub fn build(
             }
         }
     }
-    let request = Request {
+    Ok(Request {
         roots: super::requested_packages(target, opts),
         init: target.init,
         run_scripts: opts.run_scripts,
-    };
-    eprintln!(
-        "osbuilder: {} {version} {} ({})",
-        distro.name,
-        format.arch_name(arch),
-        target.init
-    );
-    let fetcher = Fetcher::from_env()?;
-    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    })
+}
+
+/// Check the request, open the distro's verified repository (the fetcher's pins apply; see
+/// [`Fetcher::pinning`]) and tell `job` what was verified.
+pub fn open(
+    target: &Target<'_>,
+    opts: &Options,
+    fetcher: &Fetcher,
+    cache: &Cache,
+    job: Job<'_>,
+) -> Result<Opened> {
+    let distro = target.distro;
+    let version = super::os_version(target, opts);
+    let request = request(target, opts)?;
     let repo = backend::open(&RepoRequest {
         distro,
-        arch,
+        arch: target.arch,
         version: &version,
         mirror: opts.mirror.as_deref(),
         keyrings: &opts.keyrings,
         keys_dirs: &opts.keys_dirs,
         allow_unsigned: opts.allow_unsigned,
         host_apt_dir: opts.host_apt_dir.as_deref(),
-        fetcher: &fetcher,
-        cache: &cache,
+        fetcher,
+        cache,
     })?;
     for line in repo.verified() {
-        eprintln!("osbuilder: {line}");
+        job.note(line);
     }
-    let plan = repo.resolve(&request)?;
+    Ok(Opened {
+        repo: std::rc::Rc::from(repo),
+        request,
+        version,
+    })
+}
+
+/// Install the fetched `files` of `plan` into a staged rootfs at `opts.output`, provision it
+/// and commit it with its sidecars.
+pub fn install(
+    target: &Target<'_>,
+    opts: &Options,
+    opened: &Opened,
+    plan: &Plan,
+    files: &[PathBuf],
+    provisioning: Option<super::Provisioning>,
+    job: Job<'_>,
+) -> Result<Built> {
+    let repo = &opened.repo;
+    let format = target.distro.package_format;
+    let mtime = match crate::tree::source_date_epoch()? {
+        Some(t) => t,
+        None => repo.default_mtime(plan),
+    };
+    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
+    let extracting = job.start(Stage::Extract, None);
+    let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
+    ex.set_default_mtime(mtime);
+    let report = repo.install(&mut ex, &opened.request, plan, files, mtime)?;
+    let mtree = ex.finish()?;
+    repo.post_install(staged.path(), &opened.request)?;
+    extracting.finish(
+        false,
+        None,
+        Some(format!("{} packages", plan.packages.len())),
+    );
+    for note in &report.notes {
+        job.note(note.clone());
+    }
+    let refs = plan.refs();
+    let record = PackageRecord {
+        schema: 1,
+        distro: target.distro.name.clone(),
+        version: repo.release(),
+        arch: format.arch_name(target.arch).to_string(),
+        init: target.init.to_string(),
+        format: Some(format),
+        trust: report.trust,
+        mirrors: repo.mirrors(),
+        packages: installed_packages(&refs, files)?,
+    };
+    super::finish(staged, mtree, &record, provisioning, mtime, job)?;
+    Ok(Built { mtime, record })
+}
+
+/// `osbuilder rootfs`: open, resolve, print the plan (dry run) or fetch and install.
+pub fn build(
+    target: &Target<'_>,
+    opts: &Options,
+    provisioning: Option<super::Provisioning>,
+    sink: &dyn Sink,
+) -> Result<()> {
+    let start = Instant::now();
+    let job = Job::new("rootfs", sink);
+    let version = super::os_version(target, opts);
+    job.note(format!(
+        "{} {version} {} ({})",
+        target.distro.name,
+        target.distro.package_format.arch_name(target.arch),
+        target.init
+    ));
+    let fetcher = Fetcher::from_env()?;
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    let opened = open(target, opts, &fetcher, &cache, job)?;
+    let plan = opened.repo.resolve(&opened.request)?;
     for note in &plan.notes {
-        eprintln!("osbuilder: {note}");
+        job.note(note.clone());
     }
     if opts.dry_run {
         std::io::stdout()
             .lock()
             .write_all(plan.lines().as_bytes())?;
-        eprintln!(
-            "osbuilder: {} packages, {:.1} MiB to download (dry run: nothing fetched)",
+        job.note(format!(
+            "{} packages, {:.1} MiB to download (dry run: nothing fetched)",
             plan.packages.len(),
             plan.download_size() as f64 / 1048576.0
-        );
+        ));
         return Ok(());
     }
-
-    let refs = plan.refs();
-    let files = fetcher.fetch_packages(&cache, &refs)?;
+    let files = fetcher.fetch_packages(&cache, &plan.refs())?;
     let fetched = start.elapsed();
-
-    let mtime = match crate::tree::source_date_epoch()? {
-        Some(t) => t,
-        None => repo.default_mtime(&plan),
-    };
-    let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
-    let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
-    ex.set_default_mtime(mtime);
-    let report = repo.install(&mut ex, &request, &plan, &files, mtime)?;
-    let mtree = ex.finish()?;
-    repo.post_install(staged.path(), &request)?;
-    for note in &report.notes {
-        eprintln!("osbuilder: {note}");
-    }
-
-    let record = PackageRecord {
-        schema: 1,
-        distro: distro.name.clone(),
-        version: repo.release(),
-        arch: format.arch_name(arch).to_string(),
-        init: target.init.to_string(),
-        format: Some(format),
-        trust: report.trust,
-        mirrors: repo.mirrors(),
-        packages: installed_packages(&refs, &files)?,
-    };
-    super::finish(
-        staged,
-        mtree,
-        &record,
-        provisioning,
-        mtime,
-        super::Timing {
-            start,
-            fetched,
-            packages: plan.packages.len(),
-        },
-    )
+    install(target, opts, &opened, &plan, &files, provisioning, job)?;
+    job.note(format!(
+        "rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
+        opts.output.display(),
+        plan.packages.len(),
+        start.elapsed().as_secs_f64(),
+        fetched.as_secs_f64(),
+        match crate::tree::Mtree::default_path_for(&opts.output) {
+            m if m.exists() => format!("; ownership and device metadata in {}", m.display()),
+            _ => String::new(),
+        }
+    ));
+    Ok(())
 }

@@ -18,6 +18,8 @@ use crate::pkg::extract::Extractor;
 /// The verified indexes of an Alpine release, and the keys that verified them.
 pub struct ApkRepository {
     distro: Distro,
+    /// The mirror and where it was chosen from, for the log.
+    mirror: String,
     opts: install::Options,
     keys: Keyring,
     indexes: Indexes,
@@ -50,10 +52,10 @@ impl ApkRepository {
             keys_dirs: req.keys_dirs.to_vec(),
         };
         let keys = install::keyring(distro, &opts.keys_dirs)?;
-        eprintln!("osbuilder: repository {mirror}");
         let indexes = Indexes::load(distro, &opts, &keys, req.fetcher)?;
         Ok(ApkRepository {
             distro: distro.clone(),
+            mirror: mirror.to_string(),
             opts,
             keys,
             indexes,
@@ -81,10 +83,13 @@ impl Repository for ApkRepository {
     }
 
     fn verified(&self) -> Vec<String> {
-        self.indexes
-            .repos
-            .iter()
-            .map(|r| format!("index {} signed by {}", r.base, r.signed_by))
+        std::iter::once(format!("repository {}", self.mirror))
+            .chain(
+                self.indexes
+                    .repos
+                    .iter()
+                    .map(|r| format!("index {} signed by {}", r.base, r.signed_by)),
+            )
             .collect()
     }
 

@@ -131,7 +131,7 @@ impl Indexes {
         for comp in &components {
             let base = join_url(&opts.mirror, &format!("{release}/{comp}"));
             let url = join_url(&base, &format!("{}/APKINDEX.tar.gz", opts.arch.alpine()));
-            let bytes = required(fetcher.get(&url)).with_context(|| {
+            let bytes = required(fetcher.get_index(&url)).with_context(|| {
                 format!(
                     "fetching the Alpine index {url} (a mirror is laid out as \
                      MIRROR/{release}/{comp}/{}/APKINDEX.tar.gz)",

@@ -105,7 +105,6 @@ impl DebRepository {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
             .unwrap_or(0);
-        eprintln!("osbuilder: repository {mirror}");
         let universe = index::load(
             &RepoSpec {
                 mirror: &mirror.url,
@@ -141,11 +140,14 @@ impl Repository for DebRepository {
     }
 
     fn verified(&self) -> Vec<String> {
-        vec![format!(
-            "Release of {} verified, {} packages indexed",
-            self.suite,
-            self.universe.packages.len()
-        )]
+        vec![
+            format!("repository {}", self.mirror),
+            format!(
+                "Release of {} verified, {} packages indexed",
+                self.suite,
+                self.universe.packages.len()
+            ),
+        ]
     }
 
     fn resolve(&self, req: &Request) -> Result<Plan> {

@@ -157,11 +157,11 @@ pub struct RepoSpec<'a> {
 /// Fetch and verify Release, then the Packages index of every component.
 pub fn load(spec: &RepoSpec<'_>, fetcher: &Fetcher, cache: &Cache) -> Result<Universe> {
     let dists = join_url(spec.mirror, &format!("dists/{}", spec.suite));
-    let release_text = match fetcher.get(&join_url(&dists, "InRelease")) {
+    let release_text = match fetcher.get_index(&join_url(&dists, "InRelease")) {
         Ok(data) => verify_inrelease(&data, spec.keyring)?,
         Err(FetchError::NotFound(_)) => {
             let rel = fetcher
-                .get(&join_url(&dists, "Release"))
+                .get_index(&join_url(&dists, "Release"))
                 .map_err(anyhow::Error::from)
                 .with_context(|| {
                     format!(
@@ -170,7 +170,7 @@ pub fn load(spec: &RepoSpec<'_>, fetcher: &Fetcher, cache: &Cache) -> Result<Uni
                     )
                 })?;
             let sig = fetcher
-                .get(&join_url(&dists, "Release.gpg"))
+                .get_index(&join_url(&dists, "Release.gpg"))
                 .map_err(anyhow::Error::from)
                 .context(
                     "the repository has Release but no Release.gpg; refusing unsigned metadata",
