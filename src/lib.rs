@@ -3,6 +3,7 @@
 //! Modules follow the pipeline (see README.md): `distro`/`matrix` plan and validate a
 //! request, `tree` is the rootfs + metadata every packer reads, `initrd` packs it; `agent` is
 //! the embedded reference agent and its systemd units, `boot` proves an artifact boots (QEMU).
+//! `profile` holds the host profiles (baremetal, virtualization), `xen` the Xen guest bundles.
 
 pub mod agent;
 pub mod arch;
@@ -19,6 +20,8 @@ pub mod mirror;
 pub mod output;
 pub mod pkg;
 pub mod process;
+pub mod profile;
 pub mod provision;
 pub mod rootfs;
 pub mod tree;
+pub mod xen;

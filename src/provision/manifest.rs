@@ -33,7 +33,10 @@ pub struct Manifest {
     pub extra_packages: Vec<String>,
     /// What was actually installed, with versions and digests.
     pub resolved: Vec<InstalledPackage>,
-    pub agent: AgentInfo,
+    /// The Kata agent; None for a host (a rootfs built with a host profile runs no agent).
+    pub agent: Option<AgentInfo>,
+    /// The host profile the rootfs was built with (`osbuilder rootfs --profile`).
+    pub profile: Option<String>,
 }
 
 /// `%Y-%m-%dT%H:%M:%S.%N+0000Z`, the format Kata's rootfs.sh writes (UTC).
@@ -87,7 +90,11 @@ impl Manifest {
             "rootfs-creation-time: {}",
             q(&kata_timestamp(self.created))
         );
-        let _ = writeln!(y, "description: {}", q("osbuilder rootfs"));
+        let description = match &self.profile {
+            Some(p) => format!("osbuilder host rootfs (profile {p})"),
+            None => "osbuilder rootfs".to_string(),
+        };
+        let _ = writeln!(y, "description: {}", q(&description));
         let _ = writeln!(y, "file-format-version: {}", q(YAML_FORMAT));
         let _ = writeln!(y, "architecture: {}", q(&self.architecture));
         let _ = writeln!(y, "base-distro:");
@@ -121,16 +128,21 @@ impl Manifest {
                 let _ = writeln!(y, "        sha256: {}", q(&p.sha256));
             }
         }
-        let _ = writeln!(y, "agent:");
-        let _ = writeln!(y, "  url: {}", q(&self.agent.url));
-        let _ = writeln!(y, "  name: {}", q(&self.agent.name));
-        let _ = writeln!(y, "  version: {}", q(&self.agent.version));
-        let _ = writeln!(y, "  sha256: {}", q(&self.agent.sha256));
-        let _ = writeln!(
-            y,
-            "  agent-is-init-daemon: {}",
-            q(if self.agent.is_init { "yes" } else { "no" })
-        );
+        if let Some(p) = &self.profile {
+            let _ = writeln!(y, "host-profile: {}", q(p));
+        }
+        if let Some(agent) = &self.agent {
+            let _ = writeln!(y, "agent:");
+            let _ = writeln!(y, "  url: {}", q(&agent.url));
+            let _ = writeln!(y, "  name: {}", q(&agent.name));
+            let _ = writeln!(y, "  version: {}", q(&agent.version));
+            let _ = writeln!(y, "  sha256: {}", q(&agent.sha256));
+            let _ = writeln!(
+                y,
+                "  agent-is-init-daemon: {}",
+                q(if agent.is_init { "yes" } else { "no" })
+            );
+        }
         y
     }
 
@@ -177,15 +189,17 @@ impl Manifest {
             }));
             rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
         }
-        packages.push(json!({
-            "SPDXID": "SPDXRef-agent",
-            "name": self.agent.name,
-            "versionInfo": self.agent.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": self.agent.sha256}],
-        }));
-        rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-agent"}));
+        if let Some(agent) = &self.agent {
+            packages.push(json!({
+                "SPDXID": "SPDXRef-agent",
+                "name": agent.name,
+                "versionInfo": agent.version,
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": false,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": agent.sha256}],
+            }));
+            rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-agent"}));
+        }
         // The namespace must be unique per document: derive it from the content.
         let mut h = sha2::Sha256::new();
         h.update(self.to_yaml().as_bytes());
@@ -230,13 +244,14 @@ mod tests {
                 size: 1,
                 url: "http://mirror.invalid/pool/c/chrony.deb".into(),
             }],
-            agent: AgentInfo {
+            agent: Some(AgentInfo {
                 url: "osbuilder:reference-agent".into(),
                 name: "kata-agent".into(),
                 version: "0.1.0".into(),
                 sha256: "cd".repeat(32),
                 is_init: true,
-            },
+            }),
+            profile: None,
         }
     }
 
@@ -267,6 +282,18 @@ mod tests {
     }
 
     #[test]
+    fn a_host_has_its_profile_and_no_agent() {
+        let mut m = sample();
+        m.agent = None;
+        m.profile = Some("virtualization".into());
+        let y = m.to_yaml();
+        assert!(y.contains("host-profile: \"virtualization\""), "{y}");
+        assert!(!y.contains("agent:"), "{y}");
+        let v: serde_json::Value = serde_json::from_str(&m.to_spdx()).unwrap();
+        assert_eq!(v["packages"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn spdx_is_deterministic_and_lists_packages_and_agent() {
         let a = sample().to_spdx();
         assert_eq!(a, sample().to_spdx());
@@ -279,7 +306,7 @@ mod tests {
             "pkg:deb/debian/chrony@4.6.1-3?arch=amd64"
         );
         let mut other = sample();
-        other.agent.sha256 = "ef".repeat(32);
+        other.agent.as_mut().unwrap().sha256 = "ef".repeat(32);
         let w: serde_json::Value = serde_json::from_str(&other.to_spdx()).unwrap();
         assert_ne!(v["documentNamespace"], w["documentNamespace"]);
     }

@@ -1,5 +1,7 @@
 //! `osbuilder rootfs`: build a distro's root filesystem natively (no root, no emulation),
 //! one backend per package format. The compatibility matrix is checked before any work.
+//! The staged rootfs is then provisioned as a Kata guest (the agent) or, with a host profile,
+//! as a host (see `provision::host`), and renamed into place.
 
 pub mod apk;
 pub mod deb;
@@ -48,11 +50,23 @@ pub struct Options {
     pub host_apt_dir: Option<PathBuf>,
     /// Provision the agent into the rootfs; None leaves a bare rootfs (Kata's ROOTFS_ONLY).
     pub agent: Option<AgentRequest>,
+    /// Build a host with this profile (profiles/<name>.toml): its packages, files and units,
+    /// systemd as init, no agent.
+    pub profile: Option<String>,
 }
 
 pub fn build(opts: &Options) -> Result<()> {
     let set = DistroSet::load()?;
     let arch = crate::arch::Arch::or_host(opts.arch)?;
+    // A host profile is checked first: it decides the init mode and the package set.
+    let host = match &opts.profile {
+        Some(name) => Some(HostPlan::prepare(name, opts, arch)?),
+        None => None,
+    };
+    let opts = match &host {
+        Some(h) => &h.opts,
+        None => opts,
+    };
     let target = Matrix::new(&set).check(&Request {
         distro: &opts.distro,
         arch,
@@ -64,9 +78,11 @@ pub fn build(opts: &Options) -> Result<()> {
     }
     // The agent is read and checked now: a missing file or a wrong arch fails before
     // anything is downloaded.
-    let provisioning = match (&opts.agent, opts.dry_run) {
-        (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
-        _ => None,
+    let provisioning = match (&host, &opts.agent, opts.dry_run) {
+        (_, _, true) => None,
+        (Some(h), _, false) => Some(h.provisioning(&target, opts)?),
+        (None, Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
+        (None, None, false) => None,
     };
     match target.distro.package_format {
         PackageFormat::Deb => deb::build(&target, opts, provisioning),
@@ -80,9 +96,62 @@ pub fn build(opts: &Options) -> Result<()> {
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
 /// by the backend just before it is committed.
-pub struct Provisioning {
-    spec: Spec,
-    agent: LoadedAgent,
+pub enum Provisioning {
+    /// A Kata guest: the agent, its units, osbuilder.yaml.
+    Agent { spec: Spec, agent: LoadedAgent },
+    /// A host: the profile's files and units, module index, osbuilder.yaml.
+    Host(crate::provision::host::HostSpec),
+}
+
+/// A host build: the profile, and the options with its packages and init mode applied.
+struct HostPlan {
+    profile: crate::profile::Profile,
+    /// The user's options plus the profile's packages, systemd as init, no agent.
+    opts: Options,
+}
+
+impl HostPlan {
+    fn prepare(name: &str, opts: &Options, arch: Arch) -> Result<HostPlan> {
+        let profile = crate::profile::ProfileSet::load()?.get(name)?.clone();
+        let pkgs = profile.packages_for(&opts.distro, arch)?;
+        if opts.init == Some(InitMode::AgentInit) {
+            return Err(crate::error::refused(format!(
+                "profile {name} builds a host, which runs systemd: drop --agent-init"
+            )));
+        }
+        if !opts.dry_run {
+            crate::image::fs::check_tools(crate::provision::host::TOOLS)?;
+        }
+        let mut o = opts.clone();
+        o.init = Some(InitMode::Systemd);
+        o.agent = None;
+        o.extra_pkgs.extend(pkgs);
+        Ok(HostPlan { profile, opts: o })
+    }
+
+    fn provisioning(&self, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
+        let profile_pkgs = self
+            .profile
+            .packages_for(&target.distro.name, target.arch)?;
+        let mut default_packages = match &opts.packages {
+            Some(p) => p.clone(),
+            None => target.distro.package_set(target.arch, target.init),
+        };
+        default_packages.extend(profile_pkgs.iter().cloned());
+        let extra_packages = opts
+            .extra_pkgs
+            .iter()
+            .filter(|p| !profile_pkgs.contains(p))
+            .cloned()
+            .collect();
+        Ok(Provisioning::Host(crate::provision::host::HostSpec {
+            profile: self.profile.clone(),
+            arch: target.arch,
+            default_packages,
+            extra_packages,
+            mtime: 0, // set from the build's timestamp in `finish`
+        }))
+    }
 }
 
 impl Provisioning {
@@ -99,7 +168,7 @@ impl Provisioning {
         };
         spec.extra_packages = opts.extra_pkgs.clone();
         let agent = crate::provision::load_agent(&spec)?;
-        Ok(Provisioning { spec, agent })
+        Ok(Provisioning::Agent { spec, agent })
     }
 }
 
@@ -126,23 +195,37 @@ pub(crate) fn finish(
 ) -> Result<()> {
     let mtree = match provisioning {
         None => mtree,
-        Some(mut p) => {
-            p.spec.source_date_epoch.get_or_insert(mtime);
-            let (mtree, report) = crate::provision::provision_dir(
-                staged.path(),
-                mtree,
-                &p.spec,
-                p.agent,
-                Some(record),
-            )?;
+        Some(Provisioning::Agent { mut spec, agent }) => {
+            spec.source_date_epoch.get_or_insert(mtime);
+            let (mtree, report) =
+                crate::provision::provision_dir(staged.path(), mtree, &spec, agent, Some(record))?;
             for w in &report.warnings {
                 eprintln!("osbuilder: warning: {w}");
             }
             eprintln!(
                 "osbuilder: provisioned {} agent at {} (sha256 {})",
-                p.spec.init,
+                spec.init,
                 report.agent_path,
                 &report.agent_sha256[..16]
+            );
+            mtree
+        }
+        Some(Provisioning::Host(mut spec)) => {
+            spec.mtime = mtime;
+            let (mtree, report) =
+                crate::provision::host::provision_host(staged.path(), mtree, &spec, record)?;
+            for w in &report.warnings {
+                eprintln!("osbuilder: warning: {w}");
+            }
+            eprintln!(
+                "osbuilder: provisioned host profile {} ({} units enabled, module index for {})",
+                spec.profile.name,
+                report.enabled.len(),
+                if report.depmod.is_empty() {
+                    "no kernel".to_string()
+                } else {
+                    report.depmod.join(", ")
+                }
             );
             mtree
         }
