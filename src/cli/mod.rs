@@ -9,6 +9,7 @@ mod kernel;
 mod matrix;
 mod provision;
 mod rootfs;
+mod xen;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Boot(boot::Args),
     /// Get a distro kernel for boot checks
     Kernel(kernel::Args),
+    /// Xen guest bundles: make one (bundle), lay it into a host rootfs (install)
+    Xen(xen::Args),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -56,6 +59,7 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Xen(a) => xen::run(a),
     };
     match result {
         Ok(()) => 0,
