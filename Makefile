@@ -10,6 +10,8 @@
 #   make smoke                    boot $(INITRD_IMAGE) under QEMU with Debian's kernel
 #   make matrix                   print the compatibility matrix
 #   make test                     run the test suite (what CI runs)
+#   make test-xen                 boot the host profiles: Xen + dom0 + a bundled guest (aarch64),
+#                                 the baremetal host under OVMF (x86_64); minutes under TCG
 #   make bench                    run the benchmarks under benches/
 #
 # Variables follow Kata's osbuilder (tools/osbuilder) where they apply. Unlike Kata, the
@@ -71,7 +73,7 @@ IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK
 	$(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
 	$(if $(ARCH),--arch $(ARCH))
 
-.PHONY: all build demo rootfs image initrd smoke matrix test bench clean print-% check-vars
+.PHONY: all build demo rootfs image initrd smoke matrix test test-xen bench clean print-% check-vars
 
 all: image initrd
 
@@ -130,6 +132,12 @@ SKIPS := $(CURDIR)/target/tmp/skips
 test:
 	@rm -rf "$(SKIPS)"
 	@status=0; OSBUILDER_TEST_SKIPS="$(SKIPS)" $(CARGO) test --workspace --no-fail-fast || status=$$?; \
+	  tests/skip-summary "$(SKIPS)"; exit $$status
+
+# The boots tests/host_boot.rs keeps out of the default run (#[ignore]), one at a time.
+test-xen:
+	@rm -rf "$(SKIPS)"
+	@status=0; OSBUILDER_TEST_SKIPS="$(SKIPS)" $(CARGO) test --test host_boot -- --ignored --test-threads 1 || status=$$?; \
 	  tests/skip-summary "$(SKIPS)"; exit $$status
 
 bench:
