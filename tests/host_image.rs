@@ -284,6 +284,27 @@ fn bare_filesystem_images_and_refused_host_requests() {
         "FAT32 needs at least 64 MiB",
     );
     assert!(!out.exists());
+    // boot: a firmware boot takes no kernel; EL2 is for aarch64 guests.
+    refused(
+        osbuilder()
+            .args(["boot", "--firmware", "uefi", "--kernel", "k", "--image"])
+            .arg(&img),
+        "cannot be used with",
+    );
+    refused(
+        osbuilder()
+            .args([
+                "boot",
+                "--firmware",
+                "uefi",
+                "--arch",
+                "x86_64",
+                "--virtualization",
+                "--image",
+            ])
+            .arg(&img),
+        "--virtualization is for aarch64",
+    );
     // rootfs: refused before any download.
     let rootfs = |args: &[&str]| {
         let mut c = osbuilder();

@@ -539,3 +539,59 @@ source = "guest"
         std::fs::read(b2.join("manifest.json")).unwrap()
     );
 }
+
+#[test]
+fn install_as_an_unprivileged_user_records_root_ownership_in_the_metadata() {
+    if !needs::tools(&[("mkfs.ext4", "e2fsprogs"), ("setpriv", "util-linux")]) || !needs::root() {
+        return;
+    }
+    let d = open_tempdir();
+    std::fs::write(d.path().join("initrd.img"), b"an initrd").unwrap();
+    let spec = d.path().join("guests.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "arch = \"{}\"\n[[guest]]\nname = \"g\"\nkernel = \"host\"\nramdisk = \"initrd.img\"\n\
+             autostart = true\n",
+            host_arch()
+        ),
+    )
+    .unwrap();
+    let b = d.path().join("bundle");
+    bundle_ok(&spec, &b);
+    // The host rootfs (and the folder its metadata goes to) belong to nobody, who
+    // provisions it and installs the bundle.
+    let work = d.path().join("work");
+    let h = work.join("host");
+    std::fs::create_dir_all(h.join("boot")).unwrap();
+    std::fs::write(h.join("boot/vmlinuz-6.12.9-host"), "host kernel").unwrap();
+    sh(&format!("chown -R 65534:65534 '{}'", work.display()));
+    ok(osbuilder_as_nobody()
+        .args(["provision", "--agent-init"])
+        .arg(&h)
+        .env("SOURCE_DATE_EPOCH", EPOCH));
+    ok(osbuilder_as_nobody()
+        .args(["xen", "install"])
+        .arg(&b)
+        .arg(&h)
+        .env("SOURCE_DATE_EPOCH", EPOCH));
+    let mtree = std::fs::read_to_string(work.join("host.mtree")).unwrap();
+    let entry = |path: &str| {
+        mtree
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(path))
+            .unwrap_or_else(|| panic!("{path} not in the metadata:\n{mtree}"))
+            .to_string()
+    };
+    assert!(entry("./etc/xen/g.cfg").contains("uid=0"), "{mtree}");
+    assert!(entry("./var/lib/xen/images/g-vmlinuz").contains("uid=0"));
+    let link = entry("./etc/xen/auto/g.cfg");
+    assert!(
+        link.contains("type=link") && link.contains("uid=0"),
+        "{link}"
+    );
+    assert_eq!(
+        std::fs::read(h.join("var/lib/xen/images/g-vmlinuz")).unwrap(),
+        b"host kernel"
+    );
+}
