@@ -18,11 +18,13 @@ use crate::arch::Arch;
 use crate::distro::{DistroSet, PackageFormat};
 use crate::error::refused;
 use crate::output::{DirKind, StagedDir};
+use crate::pkg::cache::Cache;
+use crate::pkg::deb::backend::{DebRepository, DebRequest};
 use crate::pkg::deb::debfile::load_deb;
 use crate::pkg::deb::index::Universe;
 use crate::pkg::deb::version;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
-use crate::rootfs::deb::{RepoRequest, open_repository};
+use crate::pkg::fetch::Fetcher;
 
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
@@ -83,14 +85,17 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
         .os_version
         .clone()
         .unwrap_or_else(|| distro.default_version.clone());
-    let repo = open_repository(&RepoRequest {
+    let fetcher = Fetcher::new();
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    let repo = DebRepository::load(&DebRequest {
         distro,
         arch: opts.arch,
         suite: &suite,
         mirror: opts.mirror.as_deref(),
         keyrings: &[],
-        cache_dir: opts.cache_dir.as_deref(),
         host_apt_dir: None,
+        fetcher: &fetcher,
+        cache: &cache,
     })?;
     let image = image_package(&repo.universe, meta)?;
     let pkg = &repo.universe.packages[image];
@@ -100,9 +105,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
         pkg.version,
         pkg.size as f64 / 1048576.0
     );
-    let files = repo
-        .fetcher
-        .fetch_packages(&repo.cache, &[pkg.package_ref()])?;
+    let files = fetcher.fetch_packages(&cache, &[pkg.package_ref()])?;
     let deb = load_deb(&files[0], &pkg.name)?;
 
     let out = StagedDir::create(&opts.output, KIND, opts.force)?;

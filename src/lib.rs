@@ -18,6 +18,7 @@ pub mod kernel;
 pub mod matrix;
 pub mod mirror;
 pub mod output;
+pub mod parallel;
 pub mod pkg;
 pub mod process;
 pub mod profile;

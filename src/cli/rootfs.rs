@@ -54,6 +54,7 @@ pub struct Args {
     /// Alpine: also trust the RSA keys (*.rsa.pub) in this folder (e.g. the s390x keys)
     #[arg(long)]
     keys_dir: Vec<PathBuf>,
+
     /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -100,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         mirror: a.mirror,
         keyrings: a.keyring,
         keys_dirs: a.keys_dir,
+        allow_unsigned: false,
         cache_dir: a.cache_dir,
         dry_run: a.dry_run,
         run_scripts: a.run_scripts,

@@ -1,4 +1,5 @@
-//! Format-neutral package installation: the pieces every native backend (deb, apk…) shares.
+//! Format-neutral package installation: the pieces every native backend (deb, apk, rpm)
+//! shares, and the one interface they implement ([`backend::Repository`]).
 //!
 //! Data flows one way: a backend resolves [`PackageRef`]s from its signed repository index,
 //! [`fetch::Fetcher::fetch_packages`] puts each verified file in the content-addressed
@@ -8,6 +9,7 @@
 //! [`record::record_text`] is what was installed, written beside the rootfs.
 
 pub mod apk;
+pub mod backend;
 pub mod cache;
 pub mod deb;
 pub mod extract;

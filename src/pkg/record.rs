@@ -28,6 +28,13 @@ pub struct PackageRecord {
     /// Target architecture in the distro's own naming (amd64, aarch64…).
     pub arch: String,
     pub init: String,
+    /// The package format (the SBOM's purl type); absent in records of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::distro::PackageFormat>,
+    /// Trust decisions beyond the default verification (e.g. unsigned packages installed
+    /// because the distro declares them unsigned); copied into osbuilder.yaml.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<String>,
     /// Repository base URL(s) the packages came from.
     pub mirrors: Vec<String>,
     /// Sorted by name.

@@ -95,6 +95,8 @@ pub fn provision_host(
         default_packages: spec.default_packages.clone(),
         extra_packages: spec.extra_packages.clone(),
         resolved: record.packages.clone(),
+        package_format: record.format,
+        trust: record.trust.clone(),
         agent: None,
         profile: Some(spec.profile.name.clone()),
     };

@@ -1,18 +1,19 @@
-//! `osbuilder rootfs`: build a distro's root filesystem natively (no root, no emulation),
-//! one backend per package format. The compatibility matrix is checked before any work.
-//! The staged rootfs is then provisioned as a Kata guest (the agent) or, with a host profile,
-//! as a host (see `provision::host`), and renamed into place.
+//! `osbuilder rootfs`: build a distro's root filesystem natively (no root, no emulation).
+//! The compatibility matrix is checked before any work; then every package format is
+//! driven the same way through [`crate::pkg::backend`] (open a verified repository,
+//! resolve, fetch, install into a staged root), and the staged root is provisioned, its
+//! sidecars written and committed by [`finish`].
+//! A host profile (`--profile`) makes the staged root a host instead (see `provision::host`).
 
-pub mod apk;
-pub mod deb;
+pub mod native;
 pub mod output;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::arch::Arch;
-use crate::distro::{DistroSet, InitMode, PackageFormat};
+use crate::distro::{DistroSet, InitMode};
 use crate::matrix::{Matrix, Request, Target};
 use crate::output::{DirKind, StagedDir};
 use crate::pkg::record::PackageRecord;
@@ -37,6 +38,9 @@ pub struct Options {
     pub keyrings: Vec<PathBuf>,
     /// Extra folders of RSA `.rsa.pub` keys to trust (apk repositories).
     pub keys_dirs: Vec<PathBuf>,
+    /// Install packages without a signature although the distro does not declare its
+    /// packages unsigned (rpm).
+    pub allow_unsigned: bool,
     pub cache_dir: Option<PathBuf>,
     /// Resolve and print the plan only.
     pub dry_run: bool,
@@ -84,14 +88,25 @@ pub fn build(opts: &Options) -> Result<()> {
         (None, Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
         (None, None, false) => None,
     };
-    match target.distro.package_format {
-        PackageFormat::Deb => deb::build(&target, opts, provisioning),
-        PackageFormat::Apk => apk::build(&target, opts, provisioning),
-        other => bail!(
-            "the native {other:?} backend for {} is not built into this osbuilder yet",
-            target.distro.name
-        ),
-    }
+    native::build(&target, opts, provisioning)
+}
+
+/// The release to build: `--os-version`, else the distro's default.
+pub fn os_version(target: &Target<'_>, opts: &Options) -> String {
+    opts.os_version
+        .clone()
+        .unwrap_or_else(|| target.distro.default_version.clone())
+}
+
+/// The packages to install: `--packages` replaces the distro's set, `--extra-pkgs` adds.
+pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
+    crate::pkg::backend::requested_packages(
+        target.distro,
+        target.arch,
+        target.init,
+        opts.packages.as_deref(),
+        &opts.extra_pkgs,
+    )
 }
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
@@ -157,11 +172,7 @@ impl HostPlan {
 impl Provisioning {
     fn prepare(req: &AgentRequest, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
         let mut spec = req.spec(target.arch, target.init)?;
-        let version = opts
-            .os_version
-            .clone()
-            .unwrap_or_else(|| target.distro.default_version.clone());
-        spec.distro = Some((target.distro.name.clone(), version));
+        spec.distro = Some((target.distro.name.clone(), os_version(target, opts)));
         spec.default_packages = match &opts.packages {
             Some(p) => p.clone(),
             None => target.distro.package_set(target.arch, target.init),
