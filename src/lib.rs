@@ -24,5 +24,6 @@ pub mod process;
 pub mod profile;
 pub mod provision;
 pub mod rootfs;
+pub mod show;
 pub mod tree;
 pub mod xen;

@@ -100,8 +100,8 @@ impl VarStore {
         std::fs::copy(template, &p).with_context(|| {
             format!(
                 "copying the UEFI variable store {} to {}",
-                template.display(),
-                p.display()
+                crate::show::path(&template),
+                crate::show::path(&p)
             )
         })?;
         Ok(VarStore(p))
@@ -184,11 +184,11 @@ fn escape_commas(p: &Path) -> OsString {
 /// Check the disk, the firmware and QEMU; copy the variable store.
 pub fn plan(o: &UefiOptions) -> Result<Plan> {
     let md = std::fs::metadata(&o.image)
-        .with_context(|| format!("cannot read the disk image {}", o.image.display()))?;
+        .with_context(|| format!("cannot read the disk image {}", crate::show::path(&o.image)))?;
     if !md.is_file() || md.len() == 0 {
         bail!(
             "the disk image {} is not a non-empty file",
-            o.image.display()
+            crate::show::path(&o.image)
         );
     }
     let arch = Arch::or_host(o.arch)?;

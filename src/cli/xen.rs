@@ -83,7 +83,7 @@ pub fn run(a: Args) -> Result<()> {
             let bytes: u64 = r.manifest.files.iter().map(|f| f.size).sum();
             eprintln!(
                 "osbuilder: bundle {} ready: {} guest(s) for {}, {} files, {:.1} MiB",
-                r.output.display(),
+                crate::show::path(&r.output),
                 r.manifest.guests.len(),
                 r.manifest.arch,
                 r.manifest.files.len(),
@@ -117,9 +117,9 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!(
                 "osbuilder: installed {} guest(s) into {}{}",
                 r.guests.len(),
-                i.rootfs.display(),
+                crate::show::path(&i.rootfs),
                 r.metadata
-                    .map(|m| format!("; ownership in {}", m.display()))
+                    .map(|m| format!("; ownership in {}", crate::show::path(&m)))
                     .unwrap_or_default()
             );
             Ok(())

@@ -45,7 +45,7 @@ pub fn bytes_needed(files: &[EspFile]) -> Result<u64> {
     let mut data = 0u64;
     for f in files {
         let len = std::fs::metadata(&f.source)
-            .with_context(|| format!("reading {} for the ESP", f.source.display()))?
+            .with_context(|| format!("reading {} for the ESP", crate::show::path(&f.source)))?
             .len();
         data += len.div_ceil(4096) * 4096;
     }

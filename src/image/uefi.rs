@@ -116,7 +116,7 @@ pub fn boot_kernel(tree: &Tree) -> Result<BootKernel> {
         bail!(
             "{} has no kernel (/boot/vmlinuz-*) to put on the EFI system partition: install the \
              distro's kernel package (the host profiles do)",
-            tree.root.display()
+            crate::show::path(&tree.root)
         );
     };
     let initrd = file_in(tree, &format!("boot/initrd.img-{release}"));
@@ -137,7 +137,7 @@ fn xen_efi(tree: &Tree) -> Result<PathBuf> {
         None => bail!(
             "{} has no Xen EFI binary (/boot/xen-*.efi): install the hypervisor package \
              (Debian: xen-system-<arch>; the virtualization profile does)",
-            tree.root.display()
+            crate::show::path(&tree.root)
         ),
     }
 }
@@ -158,7 +158,7 @@ pub fn esp_files(
         .to_string();
     let text = |file: &str, body: String| -> Result<PathBuf> {
         let p = work.join(file);
-        std::fs::write(&p, body).with_context(|| format!("writing {}", p.display()))?;
+        std::fs::write(&p, body).with_context(|| format!("writing {}", crate::show::path(&p)))?;
         Ok(p)
     };
     let vmlinuz = format!("vmlinuz-{}", kernel.release);
@@ -172,7 +172,7 @@ pub fn esp_files(
                 bail!(
                     "{} has no /{sdboot}: install systemd-boot-efi in the rootfs (the \
                      baremetal profile does)",
-                    tree.root.display()
+                    crate::show::path(&tree.root)
                 );
             };
             files.push(EspFile {

@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::Options;
-use crate::output::{DirKind, StagedDir};
 use crate::distro::PackageFormat;
 use crate::matrix::Target;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::backend::{self, RepoRequest, Request};
 use crate::pkg::cache::Cache;
 use crate::pkg::extract::{ExtractOptions, Extractor};
@@ -51,7 +51,7 @@ pub fn build(
         format.arch_name(arch),
         target.init
     );
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let repo = backend::open(&RepoRequest {
         distro,

@@ -103,15 +103,15 @@ impl Manifest {
         let text = std::fs::read_to_string(&p).map_err(|_| {
             crate::error::refused(format!(
                 "{} is not a Xen guest bundle (no {MANIFEST}); make one with `osbuilder xen bundle`",
-                dir.display()
+                crate::show::path(&dir)
             ))
         })?;
-        let m: Manifest =
-            serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))?;
+        let m: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("reading {}", crate::show::path(&p)))?;
         if m.format != FORMAT {
             return Err(crate::error::refused(format!(
                 "{} is a bundle of format '{}'; this osbuilder reads '{FORMAT}'",
-                dir.display(),
+                crate::show::path(&dir),
                 m.format
             )));
         }
@@ -123,12 +123,12 @@ impl Manifest {
         for f in &self.files {
             let p = dir.join(&f.path);
             let sha = crate::pkg::sha256_file(&p)
-                .with_context(|| format!("reading bundle file {}", p.display()))?;
+                .with_context(|| format!("reading bundle file {}", crate::show::path(&p)))?;
             if sha != f.sha256 {
                 anyhow::bail!(
                     "bundle file {} does not match its manifest (sha256 {sha}, manifest {}): the \
                      bundle is damaged; make it again",
-                    p.display(),
+                    crate::show::path(&p),
                     f.sha256
                 );
             }
@@ -163,7 +163,7 @@ pub fn bundle(o: &BundleOptions) -> Result<Report> {
     let root = staged.path().to_path_buf();
     for d in ["images", "configs"] {
         std::fs::create_dir(root.join(d))
-            .with_context(|| format!("creating {}", root.join(d).display()))?;
+            .with_context(|| format!("creating {}", crate::show::path(&root.join(d))))?;
     }
     let mut guests = Vec::new();
     for g in &spec.guests {
@@ -279,10 +279,11 @@ pub fn bundle(o: &BundleOptions) -> Result<Report> {
 
 /// Copy a file into the bundle (holes kept).
 fn copy(src: &Path, dst: &Path) -> Result<()> {
-    let f = std::fs::File::create(dst).with_context(|| format!("creating {}", dst.display()))?;
+    let f = std::fs::File::create(dst)
+        .with_context(|| format!("creating {}", crate::show::path(&dst)))?;
     f.set_len(std::fs::metadata(src)?.len())?;
     crate::image::copy_into(src, &f, 0)
-        .with_context(|| format!("copying {} into the bundle", src.display()))
+        .with_context(|| format!("copying {} into the bundle", crate::show::path(&src)))
 }
 
 /// Every file under images/ and configs/, sorted, with size and digest.
@@ -318,9 +319,10 @@ fn settle_times(root: &Path, t: i64) -> Result<()> {
     // Children before their folders, so writing a time does not change a folder's again.
     paths.reverse();
     for p in paths {
-        let f = std::fs::File::open(&p).with_context(|| format!("opening {}", p.display()))?;
+        let f = std::fs::File::open(&p)
+            .with_context(|| format!("opening {}", crate::show::path(&p)))?;
         f.set_times(std::fs::FileTimes::new().set_modified(time))
-            .with_context(|| format!("setting the time of {}", p.display()))?;
+            .with_context(|| format!("setting the time of {}", crate::show::path(&p)))?;
     }
     Ok(())
 }

@@ -253,7 +253,7 @@ fn install_all(ex: &mut Extractor, plan: &Plan, files: &[PathBuf]) -> Result<Vec
 
 /// --run-scripts needs root (chroot) and a host that executes the target's binaries.
 pub fn check_can_run_scripts(arch: Arch) -> Result<()> {
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!(
             "--run-scripts runs maintainer scripts in a chroot and needs root; drop it for a rootless build"
         );
@@ -299,20 +299,20 @@ mount --rbind /dev "$r/dev"
 exec chroot "$r" /usr/bin/dpkg --configure -a"#;
     let mut cmd = crate::process::command("unshare");
     cmd.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(root)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("LC_ALL", "C");
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(root)
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .env("LC_ALL", "C");
     let st = crate::process::status(&mut cmd)
         .context("running unshare and chroot (util-linux, coreutils)")?;
     if !st.success() {
