@@ -261,7 +261,7 @@ impl ProfileSet {
     pub fn from_dir(dir: &Path) -> Result<ProfileSet> {
         let mut files = Vec::new();
         let rd = std::fs::read_dir(dir)
-            .with_context(|| format!("reading profiles from {}", crate::show::path(&dir)))?;
+            .with_context(|| format!("reading profiles from {}", crate::show::path(dir)))?;
         for e in rd {
             let p = e?.path();
             if p.extension().is_some_and(|x| x == "toml") {
@@ -273,7 +273,7 @@ impl ProfileSet {
                 files.push((name, std::fs::read(&p)?));
             }
         }
-        ProfileSet::from_files(files, &format!("{}/", crate::show::path(&dir)))
+        ProfileSet::from_files(files, &format!("{}/", crate::show::path(dir)))
     }
 
     fn from_files(

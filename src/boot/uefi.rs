@@ -100,7 +100,7 @@ impl VarStore {
         std::fs::copy(template, &p).with_context(|| {
             format!(
                 "copying the UEFI variable store {} to {}",
-                crate::show::path(&template),
+                crate::show::path(template),
                 crate::show::path(&p)
             )
         })?;

@@ -191,7 +191,7 @@ fn hwdb(root: &Path, ex: &mut Extractor, mtime: i64) -> Result<bool> {
 /// The `modules.*` files directly in a kernel's module folder, sorted.
 fn index_files(dir: &Path) -> Result<Vec<String>> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", crate::show::path(&dir)))?
+        .with_context(|| format!("reading {}", crate::show::path(dir)))?
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
         .map(|e| e.file_name().to_string_lossy().into_owned())

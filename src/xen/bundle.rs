@@ -103,7 +103,7 @@ impl Manifest {
         let text = std::fs::read_to_string(&p).map_err(|_| {
             crate::error::refused(format!(
                 "{} is not a Xen guest bundle (no {MANIFEST}); make one with `osbuilder xen bundle`",
-                crate::show::path(&dir)
+                crate::show::path(dir)
             ))
         })?;
         let m: Manifest = serde_json::from_str(&text)
@@ -111,7 +111,7 @@ impl Manifest {
         if m.format != FORMAT {
             return Err(crate::error::refused(format!(
                 "{} is a bundle of format '{}'; this osbuilder reads '{FORMAT}'",
-                crate::show::path(&dir),
+                crate::show::path(dir),
                 m.format
             )));
         }
@@ -280,10 +280,10 @@ pub fn bundle(o: &BundleOptions) -> Result<Report> {
 /// Copy a file into the bundle (holes kept).
 fn copy(src: &Path, dst: &Path) -> Result<()> {
     let f = std::fs::File::create(dst)
-        .with_context(|| format!("creating {}", crate::show::path(&dst)))?;
+        .with_context(|| format!("creating {}", crate::show::path(dst)))?;
     f.set_len(std::fs::metadata(src)?.len())?;
     crate::image::copy_into(src, &f, 0)
-        .with_context(|| format!("copying {} into the bundle", crate::show::path(&src)))
+        .with_context(|| format!("copying {} into the bundle", crate::show::path(src)))
 }
 
 /// Every file under images/ and configs/, sorted, with size and digest.

@@ -158,11 +158,11 @@ fn root_of(image: &Path) -> Result<Option<u32>> {
 
 fn expect_magic(p: &Path, off: u64, magic: &[u8], what: &str) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(p).with_context(|| format!("opening {}", crate::show::path(&p)))?;
+    let f = std::fs::File::open(p).with_context(|| format!("opening {}", crate::show::path(p)))?;
     let mut b = vec![0u8; magic.len()];
     let n = f.read_at(&mut b, off).unwrap_or(0);
     if n != magic.len() || b != magic {
-        bail!("{} is not {what}", crate::show::path(&p));
+        bail!("{} is not {what}", crate::show::path(p));
     }
     Ok(())
 }
@@ -170,7 +170,7 @@ fn expect_magic(p: &Path, off: u64, magic: &[u8], what: &str) -> Result<()> {
 /// Copy `src` to `out` atomically, keeping holes.
 fn copy_sparse(src: &Path, out: &Path) -> Result<()> {
     let len = std::fs::metadata(src)
-        .with_context(|| format!("reading {}", crate::show::path(&src)))?
+        .with_context(|| format!("reading {}", crate::show::path(src)))?
         .len();
     let f = crate::output::AtomicFile::create(out)?;
     let h = f.handle()?;

@@ -80,7 +80,7 @@ pub fn install(o: &InstallOptions) -> Result<Report> {
     if !root.is_dir() {
         return Err(refused(format!(
             "host rootfs {} does not exist or is not a folder",
-            crate::show::path(&root)
+            crate::show::path(root)
         )));
     }
     let meta_path = o
@@ -104,7 +104,7 @@ pub fn install(o: &InstallOptions) -> Result<Report> {
         return Err(refused(format!(
             "{} has no /{YAML}, so the guests could not be recorded: build the host with \
              `osbuilder rootfs --profile virtualization` (or provision it) first",
-            crate::show::path(&root)
+            crate::show::path(root)
         )));
     };
     let yaml = String::from_utf8_lossy(&yaml).into_owned();
@@ -113,7 +113,7 @@ pub fn install(o: &InstallOptions) -> Result<Report> {
             return Err(refused(format!(
                 "the bundle's guests are {} but the host {} is {a}",
                 manifest.arch,
-                crate::show::path(&root)
+                crate::show::path(root)
             )));
         }
     }
@@ -192,7 +192,7 @@ pub fn install(o: &InstallOptions) -> Result<Report> {
     // The record: earlier guests of other names stay.
     let mut record: Record = match ex.read_file(RECORD.as_bytes())? {
         Some(b) => serde_json::from_slice(&b)
-            .with_context(|| format!("reading /{RECORD} in {}", crate::show::path(&root)))?,
+            .with_context(|| format!("reading /{RECORD} in {}", crate::show::path(root)))?,
         None => Record::default(),
     };
     record
@@ -276,7 +276,7 @@ fn host_kernel(root: &Path, meta: &Path) -> Result<PathBuf> {
                 "a guest runs the host's kernel (kernel = \"host\"), but {} has no \
                  /boot/vmlinuz-*: install a kernel in the host (the profiles do) or give the \
                  guest a kernel file",
-                crate::show::path(&root)
+                crate::show::path(root)
             ))
         })
 }
@@ -292,11 +292,11 @@ fn copy_in(ex: &mut Extractor, src: &Path, dst: &str, mode: u32, mtime: i64) -> 
         .with_context(|| format!("opening {}", crate::show::path(&path)))?;
     f.set_len(
         std::fs::metadata(src)
-            .with_context(|| format!("reading {}", crate::show::path(&src)))?
+            .with_context(|| format!("reading {}", crate::show::path(src)))?
             .len(),
     )?;
     crate::image::copy_into(src, &f, 0)
-        .with_context(|| format!("copying {} to {dst}", crate::show::path(&src)))?;
+        .with_context(|| format!("copying {} to {dst}", crate::show::path(src)))?;
     f.sync_all()?;
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64);
     f.set_times(std::fs::FileTimes::new().set_modified(t))?;

@@ -250,13 +250,13 @@ impl BundleSpec {
         let text = std::fs::read_to_string(path).map_err(|e| {
             refused(format!(
                 "cannot read the bundle spec {}: {e}",
-                crate::show::path(&path)
+                crate::show::path(path)
             ))
         })?;
         toml::from_str(&text).map_err(|e| {
             refused(format!(
                 "{} is not a valid bundle spec: {e}",
-                crate::show::path(&path)
+                crate::show::path(path)
             ))
         })
     }
@@ -360,7 +360,7 @@ fn validate_guest(g: &GuestSpec, arch: Arch, base: &Path) -> Result<()> {
             if k != arch {
                 return Err(refused(format!(
                     "guest {n}: {} is a kernel for {k}, but the bundle is for {arch}",
-                    crate::show::path(&p)
+                    crate::show::path(p)
                 )));
             }
         }
@@ -437,13 +437,13 @@ fn check_file(guest: &str, what: &str, p: &Path) -> Result<()> {
     let md = std::fs::metadata(p).map_err(|_| {
         refused(format!(
             "guest {guest}: {what} {} does not exist",
-            crate::show::path(&p)
+            crate::show::path(p)
         ))
     })?;
     if !md.is_file() {
         return Err(refused(format!(
             "guest {guest}: {what} {} is not a file",
-            crate::show::path(&p)
+            crate::show::path(p)
         )));
     }
     Ok(())
@@ -452,7 +452,7 @@ fn check_file(guest: &str, what: &str, p: &Path) -> Result<()> {
 /// The folder relative paths in `spec_path` are relative to.
 pub fn base_of(spec_path: &Path) -> Result<PathBuf> {
     let abs = std::path::absolute(spec_path)
-        .with_context(|| format!("resolving {}", crate::show::path(&spec_path)))?;
+        .with_context(|| format!("resolving {}", crate::show::path(spec_path)))?;
     Ok(abs.parent().unwrap_or(Path::new("/")).to_path_buf())
 }
 
