@@ -11,7 +11,8 @@
 #   make matrix                   print the compatibility matrix
 #   make test                     run the test suite (what CI runs)
 #   make test-xen                 boot the host profiles: Xen + dom0 + a bundled guest (aarch64),
-#                                 the baremetal host under OVMF (x86_64); minutes under TCG
+#                                 the baremetal host under OVMF (x86_64) and AAVMF (aarch64);
+#                                 minutes under TCG (26 min on the shared 2-core machine)
 #   make bench                    run the benchmarks under benches/
 #
 # Variables follow Kata's osbuilder (tools/osbuilder) where they apply. Unlike Kata, the
