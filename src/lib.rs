@@ -5,6 +5,7 @@
 //! the embedded reference agent and its systemd units, `boot` proves an artifact boots (QEMU).
 //! `build` runs release jobs from a build file (lock file, stage cache) and `release` writes
 //! Kata's release tree; `events` is how long jobs report to the CLI.
+//! `profile` holds the host profiles (baremetal, virtualization), `xen` the Xen guest bundles.
 
 pub mod agent;
 pub mod arch;
@@ -26,8 +27,10 @@ pub mod output;
 pub mod parallel;
 pub mod pkg;
 pub mod process;
+pub mod profile;
 pub mod provision;
 pub mod release;
 pub mod rootfs;
 pub mod show;
 pub mod tree;
+pub mod xen;

@@ -9,6 +9,7 @@
 pub mod console;
 pub mod disk;
 pub mod qemu;
+pub mod uefi;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -75,11 +76,16 @@ pub struct Plan {
     pub machine: Machine,
     /// Whether the kernel's header is a format we know (else a failure hints at it).
     pub kernel_recognised: bool,
+    /// A UEFI boot (uefi.rs): firmware and disk instead of a kernel and its command line.
+    pub uefi: Option<uefi::UefiMachine>,
 }
 
 impl Plan {
     pub fn args(&self) -> Vec<std::ffi::OsString> {
-        qemu::qemu_args(&self.machine)
+        match &self.uefi {
+            Some(u) => u.qemu_args(),
+            None => qemu::qemu_args(&self.machine),
+        }
     }
 }
 
@@ -174,6 +180,7 @@ pub fn plan(o: &Options) -> Result<Plan> {
     Ok(Plan {
         qemu,
         kernel_recognised: from_kernel.is_some(),
+        uefi: None,
         machine: Machine {
             arch,
             memory_mb: o.memory_mb,

@@ -480,6 +480,7 @@ fn image_settings(k: &ImageKeys, arch: Arch) -> Result<Packer> {
         table: match k.table.unwrap_or(Table::Mbr) {
             Table::Mbr => "mbr",
             Table::Gpt => "gpt",
+            Table::None => "none",
         },
         dax: k.dax.unwrap_or(true),
         measured: k.measured.unwrap_or(false),
@@ -532,6 +533,8 @@ pub fn image_options(
         source_date_epoch: epoch,
         root_hash_file: None,
         skip_rootfs_check: s.skip_rootfs_check,
+        // Release jobs make guest disks; UEFI host disks come from `image --profile`.
+        uefi: None,
     }
 }
 
@@ -605,6 +608,8 @@ fn rootfs_options(
         agent,
         // Release jobs run the native backends (the stage cache keys their inputs).
         builder: Default::default(),
+        // Release jobs build guests; hosts come from `rootfs --profile`.
+        profile: None,
     }
 }
 

@@ -20,17 +20,24 @@ when --append has root=), then osbuilder.poweroff=1 with --poweroff, then --appe
 Disk images are attached read-only as NVMe by default: Debian's cloud kernels have NVMe and \
 ext4 built in but virtio_blk as a module, so an image boots without an initramfs. Use \
 --disk-bus virtio for kernels with virtio_blk built in (Kata's).\n\n\
+--firmware uefi boots a disk as a machine would: OVMF (x86_64, package ovmf) or AAVMF \
+(aarch64, package qemu-efi-aarch64) starts the boot program on the disk's EFI system partition \
+(osbuilder image --profile), which brings its own kernel and command line: no --kernel. The \
+disk is attached over NVMe as a snapshot (writable for the guest, the file unchanged). \
+--virtualization (aarch64) exposes EL2 and the device tree so a hypervisor on the disk (Xen) \
+runs; a host usually needs --expect (e.g. 'Reached target multi-user.target').\n\n\
 Examples:\n  osbuilder boot --kernel vmlinuz --initrd kata-containers-initrd.img\n  \
 osbuilder boot --kernel vmlinuz --image kata-containers.img --poweroff\n  \
 osbuilder boot --arch aarch64 --kernel vmlinuz-arm64 --initrd initrd.img --verbose\n  \
-osbuilder boot --kernel vmlinuz --image img --expect 'kata-agent' --timeout 300"
+osbuilder boot --kernel vmlinuz --image img --expect 'kata-agent' --timeout 300\n  \
+osbuilder boot --firmware uefi --image host.img --expect 'Reached target multi-user.target'"
 )]
 pub struct Args {
     /// The kernel to boot (vmlinuz, bzImage or arm64 Image)
-    #[arg(long)]
-    kernel: PathBuf,
+    #[arg(long, required_unless_present = "firmware")]
+    kernel: Option<PathBuf>,
     /// Initrd (initramfs) to boot from, or to load before the disk's root
-    #[arg(long)]
+    #[arg(long, conflicts_with = "firmware")]
     initrd: Option<PathBuf>,
     /// Disk image to boot (attached read-only, root on its first recognised partition)
     #[arg(long)]
@@ -60,13 +67,26 @@ pub struct Args {
     /// Show the console live (on stderr)
     #[arg(short, long)]
     verbose: bool,
+    /// Boot the disk through firmware instead of a kernel given here
+    #[arg(long, value_enum, requires = "image", conflicts_with_all = ["kernel", "append", "disk_bus"])]
+    firmware: Option<Firmware>,
+    /// aarch64, with --firmware: expose EL2 (virtualization=on) so a hypervisor can run
+    #[arg(long, requires = "firmware")]
+    virtualization: bool,
+}
+
+/// Firmware for `--firmware`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Firmware {
+    /// UEFI: OVMF on x86_64, AAVMF on aarch64
+    Uefi,
 }
 
 pub fn run(a: Args) -> Result<()> {
     if a.timeout == 0 {
         return Err(crate::error::refused("--timeout must be at least 1 second"));
     }
-    let mut o = Options::new(a.kernel);
+    let mut o = Options::new(a.kernel.clone().unwrap_or_default());
     o.initrd = a.initrd;
     o.image = a.image;
     o.arch = a.arch;
@@ -79,18 +99,35 @@ pub fn run(a: Args) -> Result<()> {
     o.poweroff = a.poweroff;
     o.disk_bus = a.disk_bus;
 
-    let plan = boot::plan(&o)?;
+    let plan = match a.firmware {
+        Some(Firmware::Uefi) => boot::uefi::plan(&boot::uefi::UefiOptions {
+            image: o.image.clone().unwrap_or_default(),
+            arch: a.arch,
+            memory_mb: a.memory,
+            virtualization: a.virtualization,
+        })?,
+        None => boot::plan(&o)?,
+    };
     let m = &plan.machine;
+    let what = match &plan.uefi {
+        Some(u) => format!(
+            "{} through UEFI ({})",
+            u.image.display(),
+            u.firmware.code.display()
+        ),
+        None => o.kernel.display().to_string(),
+    };
     eprintln!(
-        "booting {} on {} ({}, TCG, {} MiB), timeout {} s, waiting for '{}'",
-        o.kernel.display(),
+        "booting {what} on {} ({}, TCG, {} MiB), timeout {} s, waiting for '{}'",
         plan.qemu.display(),
         m.arch,
         m.memory_mb,
         a.timeout,
         o.expect
     );
-    eprintln!("kernel command line: {}", m.cmdline);
+    if plan.uefi.is_none() {
+        eprintln!("kernel command line: {}", m.cmdline);
+    }
     let verbose = a.verbose;
     let r = boot::run(&plan, &o, &mut |line| {
         if verbose {

@@ -12,7 +12,13 @@ use crate::image::{self, Format, Options};
     after_help = "Layout (default, Kata-compatible): MBR, one root partition, and the DAX \
 header: 0: MBR#1 | 4 KiB: nd_pfn info block | 2 MiB: MBR#2 | 3 MiB: root partition. A guest \
 on virtio-blk reads MBR#1 and mounts /dev/vda1; one that sees the image as an NVDIMM honours \
-the info block and mounts /dev/pmem0p1. --no-dax: MBR, root partition from 1 MiB to the end.\n\n\
+the info block and mounts /dev/pmem0p1. --no-dax: MBR, root partition from 1 MiB to the end. \
+--table none: the bare filesystem, no partition table (Xen's xvda, Firecracker).\n\n\
+--profile NAME (a host profile, see profiles/): a UEFI-bootable GPT disk: an EFI system \
+partition (FAT32, --esp-mb) holding the rootfs's kernel, its initrd if any, and the profile's \
+boot program at the removable-media path (systemd-boot with a loader entry, or Xen's EFI binary \
+with its configuration beside it), then the root partition, named on the kernel command line \
+by its partition UUID (root=PARTUUID=… rw, the profile's arguments, then --cmdline).\n\n\
 Size: computed from the tree (inodes, blocks, directories, journal, metadata), plus \
 --free-mb, rounded up to --align-mb. The default alignment is 128 MiB with the DAX header \
 (the image becomes an NVDIMM, whose size must be a multiple of the 128 MiB memory section; \
@@ -24,8 +30,10 @@ Ownership, modes and device nodes come from ROOTFS.mtree (or --metadata); no pri
 needed. SOURCE_DATE_EPOCH fixes every timestamp; --seed fixes UUIDs, salts and hash seeds \
 (default: derived from the content — the tree as packed, SOURCE_DATE_EPOCH and these options, \
 never the output's name or folder — and random without SOURCE_DATE_EPOCH).\n\n\
-Host tools: ext4: e2fsprogs; xfs: xfsprogs; erofs: erofs-utils, fakeroot; qcow2: qemu-utils.\n\n\
+Host tools: ext4: e2fsprogs; xfs: xfsprogs; erofs: erofs-utils, fakeroot; qcow2: qemu-utils; \
+--profile: mtools.\n\n\
 Examples:\n  osbuilder image rootfs/\n  osbuilder image rootfs/ --no-dax --table gpt -o root.img\n  \
+osbuilder image host/ --profile virtualization --arch aarch64 -o host.img\n  \
 osbuilder image rootfs/ --fs erofs --measured --no-dax"
 )]
 pub struct Args {
@@ -37,9 +45,10 @@ pub struct Args {
     /// Root filesystem
     #[arg(long, value_enum, default_value = "ext4")]
     fs: FsType,
-    /// Partition table; gpt uses the Discoverable Partitions root type for --arch
-    #[arg(long, value_enum, default_value = "mbr")]
-    table: Table,
+    /// Partition table; gpt uses the Discoverable Partitions root type for --arch; none
+    /// writes the bare filesystem [default: mbr; gpt with --profile]
+    #[arg(long, value_enum)]
+    table: Option<Table>,
     /// Write Kata's DAX header (the default)
     #[arg(long, overrides_with = "no_dax")]
     dax: bool,
@@ -55,9 +64,10 @@ pub struct Args {
     /// Exact image size in MiB (an error if the rootfs does not fit)
     #[arg(long, conflicts_with = "free_mb")]
     size_mb: Option<u64>,
-    /// Free space to leave in the root filesystem, in MiB
-    #[arg(long, default_value_t = 0)]
-    free_mb: u64,
+    /// Free space to leave in the root filesystem, in MiB [default: 0; the profile's with
+    /// --profile]
+    #[arg(long)]
+    free_mb: Option<u64>,
     /// Round the image size up to a multiple of this many MiB [default: 128 with DAX, 1 without]
     #[arg(long)]
     align_mb: Option<u64>,
@@ -79,30 +89,65 @@ pub struct Args {
     /// Do not require /sbin/init (data-only images)
     #[arg(long)]
     skip_rootfs_check: bool,
+    /// A UEFI-bootable host disk as the host profile says (baremetal, virtualization)
+    #[arg(long, value_name = "NAME")]
+    profile: Option<String>,
+    /// Size of the EFI system partition in MiB [default: the profile's]
+    #[arg(long, value_name = "MB", requires = "profile")]
+    esp_mb: Option<u64>,
+    /// Kernel command-line arguments added after the profile's
+    #[arg(
+        long,
+        value_name = "ARGS",
+        allow_hyphen_values = true,
+        requires = "profile"
+    )]
+    cmdline: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let start = Instant::now();
+    let arch = crate::arch::Arch::or_host(a.arch)?;
+    // A host profile: a UEFI-bootable GPT disk without the DAX header (unless asked for,
+    // which validation then refuses), the profile's free space.
+    let (uefi, profile_free) = match &a.profile {
+        Some(name) => {
+            let set = crate::profile::ProfileSet::load()?;
+            let p = set.get(name)?;
+            (
+                Some(p.uefi(arch, a.cmdline.as_deref(), a.esp_mb)?),
+                p.image.free_mb,
+            )
+        }
+        None => (None, None),
+    };
     let opts = Options {
         rootfs: a.rootfs,
         output: a.output,
         fs: a.fs,
-        table: a.table,
-        dax: !a.no_dax,
+        table: a.table.unwrap_or(if uefi.is_some() {
+            Table::Gpt
+        } else {
+            Table::Mbr
+        }),
+        dax: if uefi.is_some() { a.dax } else { !a.no_dax },
         measured: a.measured,
         format: a.format,
         size_mb: a.size_mb,
-        free_mb: a.free_mb,
+        free_mb: a
+            .free_mb
+            .or(profile_free.filter(|_| a.size_mb.is_none()))
+            .unwrap_or(0),
         align_mb: a.align_mb,
         block_size: a.block_size,
         metadata: a.metadata,
         seed: a.seed,
-        arch: crate::arch::Arch::or_host(a.arch)?,
+        arch,
         source_date_epoch: crate::tree::source_date_epoch()?,
         root_hash_file: a.root_hash_file,
         skip_rootfs_check: a.skip_rootfs_check,
+        uefi,
     };
-    let _ = a.dax;
     let r = image::build(&opts)?;
     for w in &r.warnings {
         eprintln!("osbuilder: warning: {w}");
@@ -113,12 +158,15 @@ pub fn run(a: Args) -> Result<()> {
     let l = &r.layout;
     eprintln!(
         "wrote {}: {} MiB image ({} bytes on disk), {} entries / {:.1} MiB of files, \
-         root partition {} MiB at {} MiB{} in {:.2} s",
+         {}root partition {} MiB at {} MiB{} in {:.2} s",
         opts.output.display(),
         l.total >> 20,
         r.output_bytes,
         r.entries,
         r.content_bytes as f64 / 1048576.0,
+        l.esp
+            .map(|e| format!("EFI system partition {} MiB, ", e.len >> 20))
+            .unwrap_or_default(),
         l.root.len >> 20,
         l.root.start >> 20,
         l.hash

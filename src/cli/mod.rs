@@ -17,6 +17,7 @@ mod provision;
 mod release;
 mod render;
 mod rootfs;
+mod xen;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +63,8 @@ enum Command {
     Lock(lock::Args),
     /// List or clean the stage cache
     Cache(cache::Args),
+    /// Xen guest bundles: make one (bundle), lay it into a host rootfs (install)
+    Xen(xen::Args),
     /// Write an OCI image layout: a multi-arch index of baremetal and virtualization manifests
     Oci(oci::OciArgs),
     /// Push an OCI image layout to a registry (SBOMs attached as referrers)
@@ -88,6 +91,7 @@ pub fn main() -> i32 {
         Command::Release(a) => release::run(a),
         Command::Lock(a) => lock::run(a),
         Command::Cache(a) => cache::run(a),
+        Command::Xen(a) => xen::run(a),
         Command::Oci(a) => oci::run_oci(a),
         Command::Push(a) => oci::run_push(a),
         Command::Pull(a) => oci::run_pull(a),

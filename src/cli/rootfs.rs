@@ -20,6 +20,7 @@ Mirror: --mirror, else $OSBUILDER_MIRROR, else (debian on a Debian host) the hos
 sources, else distro.toml. Ubuntu serves amd64 from its primary archive and other arches from \
 its ports archive: pass the matching URL.\n\n\
 Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
+osbuilder rootfs --distro debian --arch arm64 --profile virtualization -o host\n  \
 osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
 osbuilder rootfs --distro debian --builder podman --agent-init -o rootfs\n  \
 osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
@@ -89,6 +90,10 @@ pub struct Args {
     /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
     #[arg(long, conflicts_with_all = ["agent_bin", "agent_tarball"])]
     no_agent: bool,
+    /// Build a host, not a guest: a host profile's packages, files and units (baremetal,
+    /// virtualization; see profiles/), systemd as init, no agent
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["agent_init", "agent_bin", "agent_tarball", "no_agent", "prune_units", "kernel_modules"])]
+    profile: Option<String>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -119,6 +124,7 @@ pub fn run(a: Args) -> Result<()> {
             host_apt_dir: None,
             agent: (!a.no_agent).then(|| a.agent.request()),
             builder: a.builder.into(),
+            profile: a.profile,
         },
         &super::render::Lines,
     )

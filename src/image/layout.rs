@@ -1,5 +1,6 @@
-//! Where everything goes in the image file: optional DAX header, partition table,
-//! root partition, optional dm-verity hash partition, GPT backup.
+//! Where everything goes in the image file: optional DAX header, partition table, optional
+//! EFI system partition, root partition, optional dm-verity hash partition, GPT backup — or,
+//! with no table, just the filesystem (a bare image, as Xen's `xvda` and Firecracker use).
 
 use anyhow::{Result, bail};
 
@@ -11,6 +12,8 @@ use super::verity;
 pub enum Table {
     Mbr,
     Gpt,
+    /// No partition table: the filesystem fills the image (the guest mounts the whole disk).
+    None,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +36,8 @@ pub struct Layout {
     /// Start of the disk the partition table describes: 2 MiB with the DAX header
     /// (that disk is Kata's "original image"), else 0.
     pub base: u64,
+    /// The EFI system partition (the first partition), when asked for.
+    pub esp: Option<Extent>,
     pub root: Extent,
     pub hash: Option<Extent>,
 }
@@ -50,6 +55,8 @@ pub struct Request {
     /// Exact image size wanted, if any.
     pub size: Option<u64>,
     pub verity_block: u32,
+    /// Size of an EFI system partition before the root partition (bytes; 0: none).
+    pub esp: u64,
 }
 
 /// Partitions start 1 MiB into their disk, as parted -a optimal puts them.
@@ -68,7 +75,14 @@ impl Layout {
         let base = if r.dax { dax::HEADER_BYTES } else { 0 };
         // GPT keeps its backup in the last 33 sectors; keep partitions MiB-aligned.
         let tail = if r.table == Table::Gpt { MIB } else { 0 };
-        let fixed = base + PART_START + tail;
+        // A bare filesystem starts at the first byte.
+        let start = if r.table == Table::None {
+            0
+        } else {
+            PART_START
+        };
+        let esp = round_up(r.esp, MIB);
+        let fixed = base + start + esp + tail;
         let root_min = round_up(r.root_min, MIB);
         let hash_min = if r.measured {
             hash_len(root_min, r.verity_block)
@@ -80,7 +94,7 @@ impl Layout {
             Some(s) => {
                 if s < min_total {
                     bail!(
-                        "--size-mb {} is too small for this rootfs: it needs at least {} MiB",
+                        "an image of {} MiB is too small for this rootfs: it needs at least {} MiB",
                         s / MIB,
                         min_total.div_ceil(MIB)
                     );
@@ -101,7 +115,7 @@ impl Layout {
             (
                 root_len,
                 Some(Extent {
-                    start: base + PART_START + root_len,
+                    start: base + start + esp + root_len,
                     len: h,
                 }),
             )
@@ -112,8 +126,12 @@ impl Layout {
             table: r.table,
             total,
             base,
+            esp: (esp > 0).then_some(Extent {
+                start: base + start,
+                len: esp,
+            }),
             root: Extent {
-                start: base + PART_START,
+                start: base + start + esp,
                 len: root_len,
             },
             hash,
@@ -135,6 +153,7 @@ mod tests {
             align: 128 * MIB,
             size: None,
             verity_block: 4096,
+            esp: 0,
         }
     }
 
@@ -160,6 +179,36 @@ mod tests {
         assert_eq!(h.start, l.root.end());
         assert!(h.len >= verity::hash_bytes(l.root.len / 4096, 4096));
         assert_eq!(h.end(), l.total - MIB);
+    }
+
+    #[test]
+    fn esp_comes_first_and_a_bare_image_has_no_table() {
+        let l = Layout::compute(&Request {
+            table: Table::Gpt,
+            dax: false,
+            align: MIB,
+            esp: 64 * MIB,
+            ..req()
+        })
+        .unwrap();
+        assert_eq!(
+            l.esp,
+            Some(Extent {
+                start: MIB,
+                len: 64 * MIB
+            })
+        );
+        assert_eq!(l.root.start, 65 * MIB);
+        assert_eq!(l.root.end(), l.total - MIB);
+        let bare = Layout::compute(&Request {
+            table: Table::None,
+            dax: false,
+            align: MIB,
+            ..req()
+        })
+        .unwrap();
+        assert_eq!((bare.root.start, bare.root.len), (0, bare.total));
+        assert_eq!(bare.total, 11 * MIB);
     }
 
     #[test]

@@ -3,15 +3,18 @@
 //! Plan, then write once: the filesystem size is computed from the tree (size.rs), the
 //! layout from that size (layout.rs); the filesystem is written straight into its
 //! partition inside the output file (fs/), then the partition table (mbr.rs / gpt.rs),
-//! the DAX header (dax.rs) and the dm-verity tree (verity.rs) are written in Rust. The
-//! output appears under its name only when complete.
+//! the DAX header (dax.rs) and the dm-verity tree (verity.rs) are written in Rust; a
+//! UEFI-bootable disk also gets an EFI system partition (esp.rs, with what uefi.rs takes from
+//! the rootfs). The output appears under its name only when complete.
 
 pub mod dax;
+pub mod esp;
 pub mod fs;
 pub mod gpt;
 pub mod layout;
 pub mod mbr;
 pub mod size;
+pub mod uefi;
 pub mod verity;
 
 use std::fs::File;
@@ -67,6 +70,9 @@ pub struct Options {
     pub source_date_epoch: Option<i64>,
     pub root_hash_file: Option<PathBuf>,
     pub skip_rootfs_check: bool,
+    /// Make the disk boot under UEFI: an EFI system partition first, with the rootfs's kernel
+    /// and boot program (GPT only).
+    pub uefi: Option<uefi::UefiBoot>,
 }
 
 #[derive(Clone, Debug)]
@@ -113,6 +119,28 @@ pub fn validate(o: &Options) -> Result<()> {
     if o.align_mb == Some(0) {
         return usage("--align-mb must be at least 1".into());
     }
+    if o.table == Table::None && (o.dax || o.measured) {
+        return usage(
+            "--table none writes a bare filesystem: it has no room for the DAX header or a \
+             dm-verity partition (use --no-dax, without --measured)"
+                .into(),
+        );
+    }
+    if let Some(u) = &o.uefi {
+        if o.table != Table::Gpt || o.dax {
+            return usage(format!(
+                "a UEFI-bootable disk ({} on an EFI system partition) needs --table gpt --no-dax",
+                u.loader.name()
+            ));
+        }
+        if u.esp_mb * MIB < esp::MIN_BYTES {
+            return usage(format!(
+                "--esp-mb {} is too small: FAT32 needs at least {} MiB",
+                u.esp_mb,
+                esp::MIN_BYTES / MIB
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -141,7 +169,7 @@ fn default_seed(o: &Options, tree: &Tree, align: u64) -> Result<String> {
     };
     let options = format!(
         "fs={} table={:?} dax={} measured={} format={:?} size={:?} free={} align={align} \
-         block={} arch={}",
+         block={} arch={} uefi={:?}",
         o.fs.name(),
         o.table,
         o.dax,
@@ -150,7 +178,8 @@ fn default_seed(o: &Options, tree: &Tree, align: u64) -> Result<String> {
         o.size_mb,
         o.free_mb,
         o.block_size,
-        o.arch.name()
+        o.arch.name(),
+        o.uefi
     );
     let mut h = Sha256::new();
     h.update(b"osbuilder-image-seed-v1\0");
@@ -212,6 +241,9 @@ fn build_image(o: &Options) -> Result<Report> {
     let mut tools: Vec<(&str, &str)> = o.fs.tools().to_vec();
     if o.format == Format::Qcow2 {
         tools.push(("qemu-img", "qemu-utils"));
+    }
+    if o.uefi.is_some() {
+        tools.extend_from_slice(esp::TOOLS);
     }
     fs::check_tools(&tools)?;
 
@@ -288,6 +320,7 @@ fn build_image(o: &Options) -> Result<Report> {
         align,
         size: o.size_mb.map(|m| m * MIB),
         verity_block: 4096,
+        esp: o.uefi.as_ref().map_or(0, |u| u.esp_mb * MIB),
     })?;
 
     // Raw bytes go straight into the output, or into a scratch file for qcow2.
@@ -358,6 +391,14 @@ fn build_image(o: &Options) -> Result<Report> {
         None => None,
     };
     write_tables(&raw, &layout, o, &seed, verity.as_ref())?;
+    let mut kernel_params = kernel_params(o, verity.as_ref());
+    if let (Some(u), Some(part)) = (&o.uefi, layout.esp) {
+        let root = format!("PARTUUID={}", root_part_guid(&seed, verity.as_ref())?);
+        let files = uefi::esp_files(&tree, o.arch, u, &root, &work.0)?;
+        let serial = u32::from_le_bytes(derive(&seed, "esp-serial")[..4].try_into()?);
+        esp::write(&raw_path, part, &files, serial, o.source_date_epoch)?;
+        kernel_params = format!("root={root} rw {}", u.cmdline).trim().to_string();
+    }
     raw.sync_all()?;
     drop(raw);
 
@@ -396,7 +437,6 @@ fn build_image(o: &Options) -> Result<Report> {
     };
     drop(work);
 
-    let kernel_params = kernel_params(o, verity.as_ref());
     Ok(Report {
         layout,
         entries: tree.entries.len(),
@@ -447,7 +487,7 @@ fn check_rootfs(tree: &Tree) -> Result<()> {
 
 /// Copy a filesystem image into the output at `offset`, data extents only (holes stay
 /// holes), with copy_file_range so the kernel can share or copy without user space.
-fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
+pub fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
     use rustix::fs::{SeekFrom, copy_file_range, seek};
     let f = File::open(src)?;
     let len = f.metadata()?.len();
@@ -479,6 +519,15 @@ fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
         pos = end;
     }
     Ok(())
+}
+
+/// The root partition's GPT UUID: with dm-verity, as the Discoverable Partitions
+/// Specification names it (the first 128 bits of the root hash); else derived from the seed.
+fn root_part_guid(seed: &str, verity: Option<&Verity>) -> Result<Guid> {
+    Ok(match verity {
+        Some(v) => Guid::from_text_order(v.root_hash[..16].try_into()?),
+        None => Guid::derive(seed, "root-partition"),
+    })
 }
 
 fn write_tables(
@@ -523,24 +572,29 @@ fn write_tables(
             let total = sectors(l.total);
             // With dm-verity, the Discoverable Partitions Specification names the
             // partitions by the root hash (first and last 128 bits).
-            let (root_guid, hash_guid) = match verity {
-                Some(v) => (
-                    Guid::from_text_order(v.root_hash[..16].try_into()?),
-                    Guid::from_text_order(v.root_hash[16..].try_into()?),
-                ),
-                None => (
-                    Guid::derive(seed, "root-partition"),
-                    Guid::derive(seed, "verity-partition"),
-                ),
+            let root_guid = root_part_guid(seed, verity)?;
+            let hash_guid = match verity {
+                Some(v) => Guid::from_text_order(v.root_hash[16..].try_into()?),
+                None => Guid::derive(seed, "verity-partition"),
             };
             let arch = o.arch.name().replace('_', "-");
-            let mut parts = vec![GptPartition {
+            let mut parts = Vec::new();
+            if let Some(e) = l.esp {
+                parts.push(GptPartition {
+                    type_guid: Guid::parse(esp::TYPE_GUID)?,
+                    part_guid: Guid::derive(seed, "esp-partition"),
+                    first_lba: sectors(e.start),
+                    last_lba: sectors(e.end()) - 1,
+                    name: "esp".into(),
+                });
+            }
+            parts.push(GptPartition {
                 type_guid: Guid::parse(o.arch.dps_root_guid())?,
                 part_guid: root_guid,
                 first_lba: sectors(l.root.start),
                 last_lba: sectors(l.root.end()) - 1,
                 name: format!("root-{arch}"),
-            }];
+            });
             if let Some(h) = l.hash {
                 parts.push(GptPartition {
                     type_guid: Guid::parse(o.arch.dps_root_verity_guid())?,
@@ -554,6 +608,8 @@ fn write_tables(
             f.write_all_at(&t.head, 0)?;
             f.write_all_at(&t.tail, l.total - t.tail.len() as u64)?;
         }
+        // A bare filesystem: nothing but the filesystem.
+        Table::None => {}
     }
     Ok(())
 }
@@ -569,5 +625,10 @@ fn kernel_params(o: &Options, verity: Option<&Verity>) -> String {
         FsType::Ext4 => " rootflags=data=ordered,errors=remount-ro",
         _ => "",
     };
-    format!("root=/dev/vda1 rootfstype={}{flags} ro", o.fs.name())
+    let dev = if o.table == Table::None {
+        "/dev/vda"
+    } else {
+        "/dev/vda1"
+    };
+    format!("root={dev} rootfstype={}{flags} ro", o.fs.name())
 }

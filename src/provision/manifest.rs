@@ -38,7 +38,10 @@ pub struct Manifest {
     pub package_format: Option<PackageFormat>,
     /// Trust decisions beyond the default verification (e.g. unsigned packages).
     pub trust: Vec<String>,
-    pub agent: AgentInfo,
+    /// The Kata agent; None for a host (a rootfs built with a host profile runs no agent).
+    pub agent: Option<AgentInfo>,
+    /// The host profile the rootfs was built with (`osbuilder rootfs --profile`).
+    pub profile: Option<String>,
 }
 
 /// `%Y-%m-%dT%H:%M:%S.%N+0000Z`, the format Kata's rootfs.sh writes (UTC).
@@ -92,7 +95,11 @@ impl Manifest {
             "rootfs-creation-time: {}",
             q(&kata_timestamp(self.created))
         );
-        let _ = writeln!(y, "description: {}", q("osbuilder rootfs"));
+        let description = match &self.profile {
+            Some(p) => format!("osbuilder host rootfs (profile {p})"),
+            None => "osbuilder rootfs".to_string(),
+        };
+        let _ = writeln!(y, "description: {}", q(&description));
         let _ = writeln!(y, "file-format-version: {}", q(YAML_FORMAT));
         let _ = writeln!(y, "architecture: {}", q(&self.architecture));
         let _ = writeln!(y, "base-distro:");
@@ -133,16 +140,21 @@ impl Manifest {
                 let _ = writeln!(y, "        sha256: {}", q(&p.sha256));
             }
         }
-        let _ = writeln!(y, "agent:");
-        let _ = writeln!(y, "  url: {}", q(&self.agent.url));
-        let _ = writeln!(y, "  name: {}", q(&self.agent.name));
-        let _ = writeln!(y, "  version: {}", q(&self.agent.version));
-        let _ = writeln!(y, "  sha256: {}", q(&self.agent.sha256));
-        let _ = writeln!(
-            y,
-            "  agent-is-init-daemon: {}",
-            q(if self.agent.is_init { "yes" } else { "no" })
-        );
+        if let Some(p) = &self.profile {
+            let _ = writeln!(y, "host-profile: {}", q(p));
+        }
+        if let Some(agent) = &self.agent {
+            let _ = writeln!(y, "agent:");
+            let _ = writeln!(y, "  url: {}", q(&agent.url));
+            let _ = writeln!(y, "  name: {}", q(&agent.name));
+            let _ = writeln!(y, "  version: {}", q(&agent.version));
+            let _ = writeln!(y, "  sha256: {}", q(&agent.sha256));
+            let _ = writeln!(
+                y,
+                "  agent-is-init-daemon: {}",
+                q(if agent.is_init { "yes" } else { "no" })
+            );
+        }
         y
     }
 
@@ -183,15 +195,17 @@ impl Manifest {
             }));
             rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
         }
-        packages.push(json!({
-            "SPDXID": "SPDXRef-agent",
-            "name": self.agent.name,
-            "versionInfo": self.agent.version,
-            "downloadLocation": "NOASSERTION",
-            "filesAnalyzed": false,
-            "checksums": [{"algorithm": "SHA256", "checksumValue": self.agent.sha256}],
-        }));
-        rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-agent"}));
+        if let Some(agent) = &self.agent {
+            packages.push(json!({
+                "SPDXID": "SPDXRef-agent",
+                "name": agent.name,
+                "versionInfo": agent.version,
+                "downloadLocation": "NOASSERTION",
+                "filesAnalyzed": false,
+                "checksums": [{"algorithm": "SHA256", "checksumValue": agent.sha256}],
+            }));
+            rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": "SPDXRef-agent"}));
+        }
         // The namespace must be unique per document: derive it from the content.
         let mut h = sha2::Sha256::new();
         h.update(self.to_yaml().as_bytes());
@@ -238,13 +252,14 @@ mod tests {
             }],
             package_format: Some(PackageFormat::Deb),
             trust: vec![],
-            agent: AgentInfo {
+            agent: Some(AgentInfo {
                 url: "osbuilder:reference-agent".into(),
                 name: "kata-agent".into(),
                 version: "0.1.0".into(),
                 sha256: "cd".repeat(32),
                 is_init: true,
-            },
+            }),
+            profile: None,
         }
     }
 
@@ -275,6 +290,18 @@ mod tests {
     }
 
     #[test]
+    fn a_host_has_its_profile_and_no_agent() {
+        let mut m = sample();
+        m.agent = None;
+        m.profile = Some("virtualization".into());
+        let y = m.to_yaml();
+        assert!(y.contains("host-profile: \"virtualization\""), "{y}");
+        assert!(!y.contains("agent:"), "{y}");
+        let v: serde_json::Value = serde_json::from_str(&m.to_spdx()).unwrap();
+        assert_eq!(v["packages"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
     fn spdx_is_deterministic_and_lists_packages_and_agent() {
         let a = sample().to_spdx();
         assert_eq!(a, sample().to_spdx());
@@ -295,7 +322,7 @@ mod tests {
                 .contains("    trust:\n      - \"unsigned packages\"\n")
         );
         let mut other = sample();
-        other.agent.sha256 = "ef".repeat(32);
+        other.agent.as_mut().unwrap().sha256 = "ef".repeat(32);
         let w: serde_json::Value = serde_json::from_str(&other.to_spdx()).unwrap();
         assert_ne!(v["documentNamespace"], w["documentNamespace"]);
     }

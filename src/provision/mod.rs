@@ -6,6 +6,7 @@
 //! and, in an unprivileged build, ownership lands in the rootfs metadata file.
 
 pub mod elf;
+pub mod host;
 pub mod manifest;
 pub mod systemd;
 
@@ -193,7 +194,11 @@ pub fn provision_dir(
 
 /// Writing into a directory sets its mtime to the wall clock. Give every directory that
 /// provisioning changed the build timestamp instead, so rebuilds are identical.
-fn settle_dir_times(root: &Path, since: std::time::SystemTime, mtime: i64) -> Result<()> {
+pub(crate) fn settle_dir_times(
+    root: &Path,
+    since: std::time::SystemTime,
+    mtime: i64,
+) -> Result<()> {
     let since = since
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -390,13 +395,14 @@ pub fn apply(
             })
         }),
         trust: record.map(|r| r.trust.clone()).unwrap_or_default(),
-        agent: AgentInfo {
+        agent: Some(AgentInfo {
             url: agent.url,
             name: agent.name,
             version: spec.agent_version.clone().unwrap_or(agent.default_version),
             sha256: sha.clone(),
             is_init: spec.init == InitMode::AgentInit,
-        },
+        }),
+        profile: None,
     };
     ex.write_file(
         b"var/lib/osbuilder/osbuilder.yaml",

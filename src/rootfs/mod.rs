@@ -3,6 +3,7 @@
 //! driven the same way through [`crate::pkg::backend`] (open a verified repository,
 //! resolve, fetch, install into a staged root), and the staged root is provisioned, its
 //! sidecars written and committed by [`finish`].
+//! A host profile (`--profile`) makes the staged root a host instead (see `provision::host`).
 
 pub mod native;
 pub mod output;
@@ -55,12 +56,24 @@ pub struct Options {
     pub agent: Option<AgentRequest>,
     /// Native, or the distro's own installer in a builder container.
     pub builder: crate::builder::Builder,
+    /// Build a host with this profile (profiles/<name>.toml): its packages, files and units,
+    /// systemd as init, no agent.
+    pub profile: Option<String>,
 }
 
 /// `osbuilder rootfs`: check the request, then build; messages go to `sink`.
 pub fn build(opts: &Options, sink: &dyn crate::events::Sink) -> Result<()> {
     let set = DistroSet::load()?;
     let arch = crate::arch::Arch::or_host(opts.arch)?;
+    // A host profile is checked first: it decides the init mode and the package set.
+    let host = match &opts.profile {
+        Some(name) => Some(HostPlan::prepare(name, opts, arch)?),
+        None => None,
+    };
+    let opts = match &host {
+        Some(h) => &h.opts,
+        None => opts,
+    };
     let target = Matrix::new(&set).check(&Request {
         distro: &opts.distro,
         arch,
@@ -74,9 +87,11 @@ pub fn build(opts: &Options, sink: &dyn crate::events::Sink) -> Result<()> {
     let container = crate::builder::prepare(opts.builder, &target)?;
     // The agent is read and checked now: a missing file or a wrong arch fails before
     // anything is downloaded.
-    let provisioning = match (&opts.agent, opts.dry_run) {
-        (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
-        _ => None,
+    let provisioning = match (&host, &opts.agent, opts.dry_run) {
+        (_, _, true) => None,
+        (Some(h), _, false) => Some(h.provisioning(&target, opts)?),
+        (None, Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
+        (None, None, false) => None,
     };
     if let Some(c) = container {
         return crate::builder::build(c, &target, opts, provisioning, sink);
@@ -104,9 +119,62 @@ pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
 /// by the backend just before it is committed.
-pub struct Provisioning {
-    spec: Spec,
-    agent: LoadedAgent,
+pub enum Provisioning {
+    /// A Kata guest: the agent, its units, osbuilder.yaml.
+    Agent { spec: Spec, agent: LoadedAgent },
+    /// A host: the profile's files and units, module index, osbuilder.yaml.
+    Host(crate::provision::host::HostSpec),
+}
+
+/// A host build: the profile, and the options with its packages and init mode applied.
+struct HostPlan {
+    profile: crate::profile::Profile,
+    /// The user's options plus the profile's packages, systemd as init, no agent.
+    opts: Options,
+}
+
+impl HostPlan {
+    fn prepare(name: &str, opts: &Options, arch: Arch) -> Result<HostPlan> {
+        let profile = crate::profile::ProfileSet::load()?.get(name)?.clone();
+        let pkgs = profile.packages_for(&opts.distro, arch)?;
+        if opts.init == Some(InitMode::AgentInit) {
+            return Err(crate::error::refused(format!(
+                "profile {name} builds a host, which runs systemd: drop --agent-init"
+            )));
+        }
+        if !opts.dry_run {
+            crate::image::fs::check_tools(crate::provision::host::TOOLS)?;
+        }
+        let mut o = opts.clone();
+        o.init = Some(InitMode::Systemd);
+        o.agent = None;
+        o.extra_pkgs.extend(pkgs);
+        Ok(HostPlan { profile, opts: o })
+    }
+
+    fn provisioning(&self, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
+        let profile_pkgs = self
+            .profile
+            .packages_for(&target.distro.name, target.arch)?;
+        let mut default_packages = match &opts.packages {
+            Some(p) => p.clone(),
+            None => target.distro.package_set(target.arch, target.init),
+        };
+        default_packages.extend(profile_pkgs.iter().cloned());
+        let extra_packages = opts
+            .extra_pkgs
+            .iter()
+            .filter(|p| !profile_pkgs.contains(p))
+            .cloned()
+            .collect();
+        Ok(Provisioning::Host(crate::provision::host::HostSpec {
+            profile: self.profile.clone(),
+            arch: target.arch,
+            default_packages,
+            extra_packages,
+            mtime: 0, // set from the build's timestamp in `finish`
+        }))
+    }
 }
 
 impl Provisioning {
@@ -125,7 +193,7 @@ impl Provisioning {
         };
         spec.extra_packages = opts.extra_pkgs.clone();
         let agent = crate::provision::load_agent(&spec)?;
-        Ok(Provisioning { spec, agent })
+        Ok(Provisioning::Agent { spec, agent })
     }
 }
 
@@ -144,26 +212,42 @@ pub(crate) fn finish(
 ) -> Result<()> {
     let mtree = match provisioning {
         None => mtree,
-        Some(mut p) => {
+        Some(Provisioning::Agent { mut spec, agent }) => {
             let provisioning = job.start(crate::events::Stage::Provision, None);
-            p.spec.source_date_epoch.get_or_insert(mtime);
+            spec.source_date_epoch.get_or_insert(mtime);
             // The release as the backend resolved it (`latest` → its number).
-            p.spec.distro = Some((record.distro.clone(), record.version.clone()));
-            let (mtree, report) = crate::provision::provision_dir(
-                staged.path(),
-                mtree,
-                &p.spec,
-                p.agent,
-                Some(record),
-            )?;
+            spec.distro = Some((record.distro.clone(), record.version.clone()));
+            let (mtree, report) =
+                crate::provision::provision_dir(staged.path(), mtree, &spec, agent, Some(record))?;
             for w in &report.warnings {
                 job.warn(w.clone());
             }
             job.note(format!(
                 "provisioned {} agent at {} (sha256 {})",
-                p.spec.init,
+                spec.init,
                 report.agent_path,
                 &report.agent_sha256[..16]
+            ));
+            provisioning.done();
+            mtree
+        }
+        Some(Provisioning::Host(mut spec)) => {
+            let provisioning = job.start(crate::events::Stage::Provision, None);
+            spec.mtime = mtime;
+            let (mtree, report) =
+                crate::provision::host::provision_host(staged.path(), mtree, &spec, record)?;
+            for w in &report.warnings {
+                job.warn(w.clone());
+            }
+            job.note(format!(
+                "provisioned host profile {} ({} units enabled, module index for {})",
+                spec.profile.name,
+                report.enabled.len(),
+                if report.depmod.is_empty() {
+                    "no kernel".to_string()
+                } else {
+                    report.depmod.join(", ")
+                }
             ));
             provisioning.done();
             mtree

@@ -741,8 +741,7 @@ pub fn units_to_enable(script: &str) -> Vec<String> {
     out
 }
 
-/// Create the [Install] symlinks (WantedBy, RequiredBy, Alias) under /etc/systemd/system,
-/// as `systemctl enable` would.
+/// Create the [Install] symlinks of the units packages enable on a fresh install.
 fn enable_units(ex: &mut Extractor, debs: &[InstalledDeb], mtime: i64) -> Result<()> {
     let mut units = Vec::new();
     for d in debs {
@@ -752,45 +751,53 @@ fn enable_units(ex: &mut Extractor, debs: &[InstalledDeb], mtime: i64) -> Result
     }
     units.sort();
     units.dedup();
-    let link = Attrs::root(0o777, mtime);
     for unit in units {
-        // getty@tty1.service is an instance of getty@.service.
-        let file = match unit.split_once('@') {
-            Some((base, rest)) if !rest.starts_with('.') => {
-                format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service"))
-            }
-            _ => unit.clone(),
-        };
-        let unit_path = format!("/usr/lib/systemd/system/{file}");
-        let Some(text) = ex.read_file(rel(&unit_path))? else {
-            continue;
-        };
-        let text = String::from_utf8_lossy(&text);
-        let mut in_install = false;
-        for line in text.lines() {
-            let line = line.trim();
-            if line.starts_with('[') {
-                in_install = line == "[Install]";
-                continue;
-            }
-            if !in_install {
-                continue;
-            }
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            for target in v.split_whitespace() {
-                let path = match k.trim() {
-                    "WantedBy" => format!("etc/systemd/system/{target}.wants/{unit}"),
-                    "RequiredBy" => format!("etc/systemd/system/{target}.requires/{unit}"),
-                    "Alias" => format!("etc/systemd/system/{target}"),
-                    _ => continue,
-                };
-                ex.symlink(path.as_bytes(), unit_path.as_bytes(), link)?;
-            }
-        }
+        enable_unit(ex, &unit, mtime)?;
     }
     Ok(())
+}
+
+/// Create one unit's [Install] symlinks (WantedBy, RequiredBy, Alias) under
+/// /etc/systemd/system, as `systemctl enable` would. Returns false when the rootfs has no
+/// such unit in /usr/lib/systemd/system (nothing is written then).
+pub fn enable_unit(ex: &mut Extractor, unit: &str, mtime: i64) -> Result<bool> {
+    let link = Attrs::root(0o777, mtime);
+    // getty@tty1.service is an instance of getty@.service.
+    let file = match unit.split_once('@') {
+        Some((base, rest)) if !rest.starts_with('.') => {
+            format!("{base}@.{}", rest.rsplit('.').next().unwrap_or("service"))
+        }
+        _ => unit.to_string(),
+    };
+    let unit_path = format!("/usr/lib/systemd/system/{file}");
+    let Some(text) = ex.read_file(rel(&unit_path))? else {
+        return Ok(false);
+    };
+    let text = String::from_utf8_lossy(&text);
+    let mut in_install = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_install = line == "[Install]";
+            continue;
+        }
+        if !in_install {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        for target in v.split_whitespace() {
+            let path = match k.trim() {
+                "WantedBy" => format!("etc/systemd/system/{target}.wants/{unit}"),
+                "RequiredBy" => format!("etc/systemd/system/{target}.requires/{unit}"),
+                "Alias" => format!("etc/systemd/system/{target}"),
+                _ => continue,
+            };
+            ex.symlink(path.as_bytes(), unit_path.as_bytes(), link)?;
+        }
+    }
+    Ok(true)
 }
 
 #[cfg(test)]
