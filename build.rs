@@ -1,5 +1,6 @@
-//! Embeds `distros/` into the binary so that one static file carries all distro data.
-//! Adding a distro is adding a folder: this script picks up every file under distros/.
+//! Embeds `distros/` and `dracut-profiles/` into the binary so that one static file carries
+//! all distro data and dracut profiles. Adding a distro or a profile is adding a folder:
+//! this script picks up every file under both.
 //!
 //! Also builds the reference agent (agent-init/) as a static executable for the target and
 //! embeds it, so `osbuilder rootfs` can install an agent when the user brings none.
@@ -23,23 +24,29 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    embed_distros();
+    embed("distros", "embedded_distros.rs", "EMBEDDED_DISTRO_FILES");
+    embed(
+        "dracut-profiles",
+        "embedded_dracut_profiles.rs",
+        "EMBEDDED_DRACUT_PROFILE_FILES",
+    );
     build_reference_agent();
 }
 
-fn embed_distros() {
-    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join("distros");
+/// `$OUT_DIR/<out>`: a static `(path under folder, bytes)` table of every file in `folder`.
+fn embed(folder: &str, out: &str, name: &str) {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap()).join(folder);
     println!("cargo:rerun-if-changed={}", root.display());
     let mut files = Vec::new();
     collect(&root, &mut files);
-    let mut code = String::from("pub static EMBEDDED_DISTRO_FILES: &[(&str, &[u8])] = &[\n");
+    let mut code = format!("pub static {name}: &[(&str, &[u8])] = &[\n");
     for f in &files {
         println!("cargo:rerun-if-changed={}", f.display());
         let rel = f
             .strip_prefix(&root)
             .unwrap()
             .to_str()
-            .expect("UTF-8 path under distros/");
+            .expect("UTF-8 file names");
         writeln!(
             code,
             "    ({rel:?}, include_bytes!({:?})),",
@@ -48,7 +55,7 @@ fn embed_distros() {
         .unwrap();
     }
     code.push_str("];\n");
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("embedded_distros.rs");
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join(out);
     std::fs::write(out, code).unwrap();
 }
 

@@ -10,6 +10,7 @@ pub mod boot;
 pub mod cli;
 pub mod compress;
 pub mod distro;
+pub mod dracut;
 pub mod error;
 pub mod image;
 pub mod initrd;

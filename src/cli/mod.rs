@@ -3,6 +3,7 @@
 
 mod agent_args;
 mod boot;
+mod dracut_args;
 mod image;
 mod initrd;
 mod kernel;

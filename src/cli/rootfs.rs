@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use super::agent_args::AgentArgs;
+use super::dracut_args::{self, DracutArgs, Method};
 use crate::arch::Arch;
 use crate::distro::InitMode;
 use crate::rootfs::{self, Options};
@@ -19,12 +20,24 @@ its ports archive: pass the matching URL.\n\n\
 Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
 osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
 osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
-osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs"
+osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs\n  \
+osbuilder rootfs --method dracut --agent-init -o dracut_rootfs\n  \
+osbuilder rootfs --from-initrd kata-containers-initrd.img -o rootfs\n\n\
+--method dracut builds Kata's dracut initrd from the host (see `osbuilder initrd --help`) and \
+unpacks it as the rootfs; --from-initrd unpacks an initrd you have (gzip, zstd, xz or none)."
 )]
 pub struct Args {
-    /// Distro (see `osbuilder matrix`)
-    #[arg(long)]
-    distro: String,
+    /// Distro (see `osbuilder matrix`); not with --method dracut
+    #[arg(long, required_unless_present_any = ["method", "from_initrd"])]
+    distro: Option<String>,
+    /// How the rootfs is made
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    #[command(flatten)]
+    dracut: DracutArgs,
+    /// Unpack this initrd (compressed or not) as the rootfs, instead of building one
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["distro", "method"])]
+    from_initrd: Option<std::path::PathBuf>,
     /// Target architecture (x86_64/amd64, aarch64/arm64, ppc64le/ppc64el, s390x); default: host
     #[arg(long)]
     arch: Option<Arch>,
@@ -80,8 +93,69 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         None
     };
+    let distro_only = [
+        (a.distro.is_some(), "--distro"),
+        (a.arch.is_some(), "--arch"),
+        (a.os_version.is_some(), "--os-version"),
+        (!a.extra_pkgs.is_empty(), "--extra-pkgs"),
+        (a.packages.is_some(), "--packages"),
+        (a.mirror.is_some(), "--mirror"),
+        (!a.keyring.is_empty(), "--keyring"),
+        (!a.keys_dir.is_empty(), "--keys-dir"),
+        (a.cache_dir.is_some(), "--cache-dir"),
+        (a.dry_run, "--dry-run"),
+        (a.run_scripts, "--run-scripts"),
+    ];
+    let given = |flags: &[(bool, &'static str)]| -> Vec<&'static str> {
+        flags.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
+    };
+    if let Some(initrd) = &a.from_initrd {
+        let mut wrong = given(&distro_only);
+        wrong.extend(a.dracut.given());
+        if a.agent_init || a.systemd || a.agent.agent_bin.is_some() || a.agent.agent_tarball.is_some() {
+            wrong.push("agent flags");
+        }
+        dracut_args::refuse(
+            &wrong,
+            "do not apply to --from-initrd: the rootfs is the initrd's content as it is",
+        )?;
+        let un = crate::dracut::rootfs_from_initrd(initrd, &a.output)?;
+        eprintln!(
+            "osbuilder: rootfs {} from {} ({}): {} entries{}",
+            a.output.display(),
+            initrd.display(),
+            un.compression.name(),
+            un.members,
+            if un.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; left out {}", un.skipped.join(", "))
+            }
+        );
+        return Ok(());
+    }
+    if a.method == Some(Method::Dracut) {
+        dracut_args::refuse(
+            &given(&distro_only),
+            "do not apply to --method dracut: the host is the base (its distro, arch and files)",
+        )?;
+        let opts = a.dracut.options(
+            init.unwrap_or(InitMode::Systemd),
+            (!a.no_agent).then(|| a.agent.request()),
+        )?;
+        let r = crate::dracut::build_rootfs(&opts, &a.output)?;
+        dracut_args::report(&r);
+        eprintln!("osbuilder: rootfs {} ready", a.output.display());
+        return Ok(());
+    }
+    dracut_args::refuse(&a.dracut.given(), "only apply to --method dracut")?;
+    let Some(distro) = a.distro else {
+        return Err(crate::error::refused(
+            "give --distro D (see `osbuilder matrix`), or --method dracut",
+        ));
+    };
     rootfs::build(&Options {
-        distro: a.distro,
+        distro,
         arch: a.arch,
         os_version: a.os_version,
         init,
