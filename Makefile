@@ -2,8 +2,10 @@
 #
 #   make                          build osbuilder (release)
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
+#                                 (BUILD_METHOD=dracut: the host's dracut initrd, unpacked)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
-#   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing)
+#   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing;
+#                                 BUILD_METHOD=dracut: straight from dracut, no rootfs)
 #   make all                      image + initrd
 #   make smoke                    boot $(INITRD_IMAGE) under QEMU with Debian's kernel
 #   make matrix                   print the compatibility matrix
@@ -24,13 +26,21 @@ ARCH       ?=
 OS_VERSION ?=
 AGENT_INIT ?= no
 EXTRA_PKGS ?=
-ROOTFS_DIR ?= $(CURDIR)/$(DISTRO)_rootfs
 REPO_URL   ?=
 AGENT_SOURCE_BIN   ?=
 AGENT_TARBALL      ?=
 KERNEL_MODULES_DIR ?=
 ROOTFS_ONLY        ?= no
+# distro | dracut (Kata's variables; dracut: the host is the base, see docs/dracut.md)
 BUILD_METHOD       ?= distro
+DRACUT_KVERSION    ?=
+DRACUT_KMODDIR     ?=
+DRACUT_PROFILES    ?= kata
+ifeq ($(BUILD_METHOD),dracut)
+ROOTFS_DIR ?= $(CURDIR)/dracut_rootfs
+else
+ROOTFS_DIR ?= $(CURDIR)/$(DISTRO)_rootfs
+endif
 # --- image (Kata's image_builder.sh variables) ---
 IMAGE                   ?= kata-containers.img
 FS_TYPE                 ?= ext4
@@ -62,6 +72,16 @@ ROOTFS_FLAGS := --distro $(DISTRO) \
 	$(if $(KERNEL_MODULES_DIR),--kernel-modules $(KERNEL_MODULES_DIR)) \
 	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent)
 
+AGENT_FLAGS := $(if $(call yes,$(AGENT_INIT)),--agent-init,--systemd) \
+	$(if $(AGENT_SOURCE_BIN),--agent-bin $(AGENT_SOURCE_BIN)) \
+	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL)) \
+	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent)
+
+DRACUT_FLAGS := --method dracut $(AGENT_FLAGS) \
+	$(foreach p,$(DRACUT_PROFILES),--profile $(p)) \
+	$(if $(DRACUT_KVERSION),--kver $(DRACUT_KVERSION)) \
+	$(if $(DRACUT_KMODDIR),--kmoddir $(DRACUT_KMODDIR))
+
 IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK_SIZE) \
 	--align-mb $(IMAGE_SIZE_ALIGNMENT_MB) \
 	$(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax) \
@@ -84,11 +104,16 @@ check-vars:
 	  *) echo "AGENT_INIT must be yes or no (got '$(AGENT_INIT)')" >&2; exit 2;; esac
 	@if [ -n "$(USE_DOCKER)$(USE_PODMAN)" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "false" ] && [ "$(USE_DOCKER)$(USE_PODMAN)" != "no" ]; then \
 	  echo "USE_DOCKER/USE_PODMAN: the container build mode is not available yet; osbuilder builds natively (no root, no Docker). Unset them." >&2; exit 2; fi
-	@if [ "$(BUILD_METHOD)" != "distro" ]; then \
-	  echo "BUILD_METHOD=$(BUILD_METHOD): only 'distro' is available yet (the dracut mode is not)." >&2; exit 2; fi
+	@case "$(BUILD_METHOD)" in distro|dracut) ;; \
+	  *) echo "BUILD_METHOD must be distro or dracut (got '$(BUILD_METHOD)')" >&2; exit 2;; esac
 
+ifeq ($(BUILD_METHOD),dracut)
+rootfs: check-vars $(OSBUILDER)
+	$(OSBUILDER) rootfs $(DRACUT_FLAGS) -o "$(ROOTFS_DIR)"
+else
 rootfs: check-vars $(OSBUILDER)
 	$(OSBUILDER) rootfs $(ROOTFS_FLAGS) -o "$(ROOTFS_DIR)"
+endif
 
 # Build the rootfs only when it does not exist yet (run `make rootfs` to rebuild).
 $(ROOTFS_DIR): | $(OSBUILDER)
@@ -97,8 +122,13 @@ $(ROOTFS_DIR): | $(OSBUILDER)
 image: check-vars | $(ROOTFS_DIR)
 	$(OSBUILDER) image "$(ROOTFS_DIR)" -o "$(IMAGE)" $(IMAGE_FLAGS)
 
+ifeq ($(BUILD_METHOD),dracut)
+initrd: check-vars $(OSBUILDER)
+	$(OSBUILDER) initrd $(DRACUT_FLAGS) -o "$(INITRD_IMAGE)" --compression $(INITRD_COMPRESSION)
+else
 initrd: check-vars | $(ROOTFS_DIR)
 	$(OSBUILDER) initrd "$(ROOTFS_DIR)" -o "$(INITRD_IMAGE)" --compression $(INITRD_COMPRESSION)
+endif
 
 smoke: $(OSBUILDER)
 	$(OSBUILDER) kernel fetch $(if $(ARCH),--arch $(ARCH)) -o "$(KERNEL_DIR)"

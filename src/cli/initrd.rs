@@ -55,7 +55,7 @@ pub struct Args {
     agent: AgentArgs,
     /// No agent, no provisioning: dracut's tree and the profiles' files only (with
     /// --method dracut; e.g. the image-boot initramfs)
-    #[arg(long, conflicts_with_all = ["agent_bin", "agent_tarball", "agent_init", "systemd"])]
+    #[arg(long, conflicts_with_all = ["agent_bin", "agent_tarball"])]
     no_agent: bool,
     #[command(flatten)]
     dracut: DracutArgs,

@@ -74,6 +74,9 @@ struct Prepared {
     kernel: Option<KernelModules>,
     dracut: PathBuf,
     agent: Option<(Spec, LoadedAgent)>,
+    /// The agent's libraries, when its bytes are known up front (else found after
+    /// provisioning, for a tarball's agent).
+    libraries: Option<Vec<provision::libs::Library>>,
     arch: Arch,
     host: (String, String),
     source_date_epoch: Option<i64>,
@@ -117,6 +120,11 @@ fn prepare(o: &Options) -> Result<Prepared> {
             Some((spec, agent))
         }
     };
+    // A dynamic agent whose libraries the host lacks fails here, before any work.
+    let libraries = match agent.as_ref().and_then(|(_, a)| a.bytes()) {
+        Some(b) => Some(provision::libs::closure(b, arch, Path::new("/"))?),
+        None => None,
+    };
     let depmod = kernel.as_ref().is_some_and(modules::needs_depmod);
     crate::image::fs::check_tools(&run::tools(depmod))?;
     let dracut = crate::image::fs::find_tool("dracut").context("dracut vanished")?;
@@ -127,6 +135,7 @@ fn prepare(o: &Options) -> Result<Prepared> {
         kernel,
         dracut,
         agent,
+        libraries,
         arch,
         host,
         source_date_epoch: o.source_date_epoch,
@@ -230,7 +239,11 @@ fn assemble(p: &Prepared, work: &Path, dest: &Path) -> Result<(Mtree, PackageRec
     let mut provisioned = None;
     if let Some((spec, agent)) = &p.agent {
         let r = provision::apply(&mut ex, spec, agent.clone(), None)?;
-        for lib in provision::libs::closure(&r.agent_bytes, p.arch, Path::new("/"))? {
+        let libraries = match &p.libraries {
+            Some(l) => l.clone(),
+            None => provision::libs::closure(&r.agent_bytes, p.arch, Path::new("/"))?,
+        };
+        for lib in libraries {
             let mut f = std::fs::File::open(&lib.source)
                 .with_context(|| format!("reading {}", lib.source.display()))?;
             let rel = lib.path.strip_prefix("/").unwrap_or(&lib.path);
@@ -315,6 +328,9 @@ fn assemble(p: &Prepared, work: &Path, dest: &Path) -> Result<(Mtree, PackageRec
         }
     }
 
+    if !ex.privileged() {
+        restore_setid_bits(&mut ex, dest)?;
+    }
     merge(&overlay, overlay_mtree, &mut ex).context("adding the overlay to dracut's tree")?;
 
     // 4. What dracut took from the host, for the record and the SBOM.
@@ -359,6 +375,35 @@ fn assemble(p: &Prepared, work: &Path, dest: &Path) -> Result<(Mtree, PackageRec
         packages,
     };
     Ok((mtree, record, report))
+}
+
+/// dracut run unprivileged copies files with cp, which drops setuid/setgid bits when it
+/// cannot keep the owner (dracut as root keeps both). Give back the bits of root-owned host
+/// files to their copies (same path, same size), so both builds give the same archive.
+fn restore_setid_bits(ex: &mut Extractor, dest: &Path) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let fixes: Vec<(Vec<u8>, u32)> = ex
+        .mtree_mut()
+        .iter()
+        .filter(|(_, e)| e.kind == Some(MType::File) && e.mode.is_some_and(|m| m & 0o6000 == 0))
+        .filter_map(|(path, e)| {
+            let host = std::fs::metadata(Path::new("/").join(crate::tree::os_path(path))).ok()?;
+            let copy = std::fs::symlink_metadata(dest.join(crate::tree::os_path(path))).ok()?;
+            let bits = host.mode() & 0o6000;
+            (host.is_file() && host.uid() == 0 && host.gid() == 0 && bits != 0 && host.len() == copy.len())
+                .then(|| (path.to_vec(), e.mode.unwrap_or(0) | bits))
+        })
+        .collect();
+    for (path, mode) in fixes {
+        ex.mtree_mut().set(
+            &path,
+            crate::tree::MEntry {
+                mode: Some(mode),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Copy the overlay tree (with its metadata) onto the tree `ex` writes: directories that

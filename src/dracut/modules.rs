@@ -51,11 +51,6 @@ pub fn resolve(kver: Option<&str>, kmoddir: Option<&Path>) -> Result<Option<Kern
             (v.map(str::to_string).unwrap_or(name), d.to_path_buf())
         }
     };
-    if kver.is_empty() || kver.contains('/') || kver.starts_with('.') {
-        return Err(refused(format!(
-            "'{kver}' is not a kernel release; give --kver V (as `uname -r` prints it)"
-        )));
-    }
     let has = |f: &str| dir.join(f).exists();
     if !dir.is_dir() || !(has("modules.order") || has("modules.dep") || has("kernel")) {
         return Err(refused(format!(
@@ -63,6 +58,11 @@ pub fn resolve(kver: Option<&str>, kmoddir: Option<&Path>) -> Result<Option<Kern
              kernel/ in it); give the modules of kernel {kver}, e.g. K/modules/{kver} from \
              `osbuilder kernel fetch -o K`",
             dir.display()
+        )));
+    }
+    if kver.is_empty() || kver.contains('/') || kver.starts_with('.') {
+        return Err(refused(format!(
+            "'{kver}' is not a kernel release; give --kver V (as `uname -r` prints it)"
         )));
     }
     let indexed = has("modules.dep") && has("modules.dep.bin");

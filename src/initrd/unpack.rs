@@ -46,7 +46,8 @@ pub fn unpack<R: Read>(r: R, ex: &mut Extractor) -> Result<Unpacked> {
     };
     while let Some(m) = reader.next_member()? {
         let Some(path) = normalise(&m.name) else {
-            continue; // the root itself
+            root_attrs(ex, &m)?;
+            continue;
         };
         let shown = String::from_utf8_lossy(&path).into_owned();
         let a = Attrs {
@@ -107,6 +108,36 @@ pub fn unpack<R: Read>(r: R, ex: &mut Extractor) -> Result<Unpacked> {
         }
     }
     Ok(out)
+}
+
+/// The archive's entry for the root itself: its owner and mode for the destination
+/// (on disk as root; in the metadata otherwise, as for every other entry).
+fn root_attrs(ex: &mut Extractor, m: &Member) -> Result<()> {
+    if m.file_type() != 0o040000 {
+        bail!("the archive's root entry is not a directory");
+    }
+    let mode = m.header.mode & 0o7777;
+    // The extractor gives the root this time when it finishes.
+    ex.set_default_mtime(m.header.mtime as i64);
+    if ex.privileged() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = ex.root().to_path_buf();
+        std::os::unix::fs::lchown(&root, Some(m.header.uid), Some(m.header.gid))
+            .with_context(|| format!("chown {}", root.display()))?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(mode))?;
+    } else {
+        ex.mtree_mut().set(
+            b"",
+            crate::tree::MEntry {
+                kind: Some(MType::Dir),
+                uid: Some(m.header.uid),
+                gid: Some(m.header.gid),
+                mode: Some(mode),
+                ..Default::default()
+            },
+        );
+    }
+    Ok(())
 }
 
 /// Names of one hard-linked file seen so far.

@@ -256,6 +256,14 @@ pub struct LoadedAgent {
     warnings: Vec<String>,
 }
 
+impl LoadedAgent {
+    /// The agent's bytes when known before provisioning (not for a tarball, which is read
+    /// once unpacked).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.bytes.as_deref()
+    }
+}
+
 /// Read the agent and check its architecture: a missing file or a wrong arch fails
 /// before the rootfs changes.
 pub fn load_agent(spec: &Spec) -> Result<LoadedAgent> {
