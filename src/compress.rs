@@ -71,7 +71,9 @@ pub fn sniff(head: &[u8]) -> Option<Compression> {
 fn unsupported(head: &[u8]) -> Option<&'static str> {
     if head.starts_with(b"BZh") {
         Some("bzip2")
-    } else if head.starts_with(&[0x02, 0x21, 0x4c, 0x18]) || head.starts_with(&[0x04, 0x22, 0x4d, 0x18]) {
+    } else if head.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+        || head.starts_with(&[0x04, 0x22, 0x4d, 0x18])
+    {
         Some("lz4")
     } else if head.starts_with(&[0x5d, 0x00, 0x00]) {
         Some("lzma")

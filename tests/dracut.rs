@@ -62,21 +62,41 @@ fn booted(out: &Output) -> (String, String) {
     (ready, stderr)
 }
 
+/// A folder for what several tests share (statics are never dropped, so it cannot be a
+/// TempDir): `target/tmp/dracut-fixtures/<pid>`, those of finished runs removed first.
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("dracut-fixtures");
+        for e in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+            let alive = e
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if !alive {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        let d = base.join(std::process::id().to_string());
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    })
+}
+
 /// The default (reference) agent as init, built once as root with SOURCE_DATE_EPOCH.
 fn agent_init_initrd() -> &'static Path {
-    static IMG: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    let (_, p) = IMG.get_or_init(|| {
-        let d = open_tempdir();
-        let p = d.path().join("kata-containers-initrd.img");
+    static IMG: OnceLock<PathBuf> = OnceLock::new();
+    IMG.get_or_init(|| {
+        let p = fixtures().join("kata-containers-initrd.img");
         let out = dracut_initrd(&["--agent-init"], &p);
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        (d, p)
-    });
-    p
+        p
+    })
 }
 
 fn listing(img: &Path) -> String {
@@ -98,7 +118,11 @@ fn dracut_initrd_is_reproducible_and_the_same_built_rootless() {
         .arg(&b)
         .env("SOURCE_DATE_EPOCH", SDE)
         .env("HOME", d.path()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         std::fs::read(a).unwrap() == std::fs::read(&b).unwrap(),
         "two dracut builds with SOURCE_DATE_EPOCH differ (root vs uid 65534)"
@@ -118,8 +142,9 @@ fn dracut_initrd_is_reproducible_and_the_same_built_rootless() {
         assert_eq!((f[2], f[3]), ("0", "0"), "not root-owned: {line}");
     }
     assert!(
-        list.lines()
-            .any(|l| l.starts_with("crw-------") && l.contains("5,   1") && l.ends_with(" dev/console")),
+        list.lines().any(|l| l.starts_with("crw-------")
+            && l.contains("5,   1")
+            && l.ends_with(" dev/console")),
         "no /dev/console in\n{list}"
     );
     assert!(list.contains(" init -> /sbin/init"), "{list}");
@@ -150,9 +175,16 @@ fn agent_init_initrd_boots_to_the_reference_agent() {
     };
     let (ready, _) = booted(&boot(
         &k,
-        &["--poweroff", "--initrd", agent_init_initrd().to_str().unwrap()],
+        &[
+            "--poweroff",
+            "--initrd",
+            agent_init_initrd().to_str().unwrap(),
+        ],
     ));
-    assert!(ready.contains("pid=1") && ready.contains("arch=x86_64"), "{ready}");
+    assert!(
+        ready.contains("pid=1") && ready.contains("arch=x86_64"),
+        "{ready}"
+    );
 }
 
 #[test]
@@ -166,7 +198,11 @@ fn systemd_initrd_boots_to_kata_containers_target_with_the_agent_as_a_service() 
     let d = open_tempdir();
     let img = d.path().join("systemd.img");
     let out = dracut_initrd(&["--systemd", "--compression", "zstd"], &img);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let list = cpio_list(&img, "zstd -dc");
     for needle in [
         " init -> usr/lib/systemd/systemd",
@@ -175,20 +211,35 @@ fn systemd_initrd_boots_to_kata_containers_target_with_the_agent_as_a_service() 
     ] {
         assert!(list.contains(needle), "{needle} missing in\n{list}");
     }
-    let (ready, console) = booted(&boot(&k, &["--poweroff", "--initrd", img.to_str().unwrap()]));
-    assert!(!ready.contains("pid=1 "), "the agent must run under systemd: {ready}");
+    // systemd's own log on the console (its status lines are cut to the console's width).
+    let (ready, console) = booted(&boot(
+        &k,
+        &[
+            "--poweroff",
+            "--append",
+            "systemd.log_target=kmsg",
+            "--initrd",
+            img.to_str().unwrap(),
+        ],
+    ));
     assert!(
-        console
-            .lines()
-            .any(|l| l.contains("Reached target") && l.contains("kata-containers.target")),
-        "systemd never reported kata-containers.target:\n{console}"
+        !ready.contains("pid=1 "),
+        "the agent must run under systemd: {ready}"
     );
+    for unit in [
+        "Started kata-agent.service",
+        "Reached target kata-containers.target",
+    ] {
+        assert!(
+            console.lines().any(|l| l.contains(unit)),
+            "systemd never reported '{unit}':\n{console}"
+        );
+    }
 }
 
 /// `make image BUILD_METHOD=dracut` (agent as init, Kata's layout: MBR + DAX header) and a
 /// measured image of the same rootfs, built once.
 struct Images {
-    _dir: tempfile::TempDir,
     kata: PathBuf,
     measured: PathBuf,
 }
@@ -196,11 +247,11 @@ struct Images {
 fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let d = open_tempdir();
-        let rootfs = d.path().join("dracut_rootfs");
-        std::fs::create_dir(d.path().join("kata")).unwrap();
-        std::fs::create_dir(d.path().join("measured")).unwrap();
-        let kata = d.path().join("kata/kata-containers.img");
+        let d = fixtures();
+        let rootfs = d.join("dracut_rootfs");
+        std::fs::create_dir(d.join("kata")).unwrap();
+        std::fs::create_dir(d.join("measured")).unwrap();
+        let kata = d.join("kata/kata-containers.img");
         ok(Command::new("make")
             .arg("-C")
             .arg(env!("CARGO_MANIFEST_DIR"))
@@ -209,7 +260,7 @@ fn images() -> &'static Images {
             .arg(format!("ROOTFS_DIR={}", rootfs.display()))
             .arg(format!("IMAGE={}", kata.display()))
             .env("SOURCE_DATE_EPOCH", SDE));
-        let measured = d.path().join("measured/kata-containers.img");
+        let measured = d.join("measured/kata-containers.img");
         ok(osbuilder()
             .arg("image")
             .arg(&rootfs)
@@ -217,11 +268,7 @@ fn images() -> &'static Images {
             .arg("-o")
             .arg(&measured)
             .env("SOURCE_DATE_EPOCH", SDE));
-        Images {
-            _dir: d,
-            kata,
-            measured,
-        }
+        Images { kata, measured }
     })
 }
 
@@ -234,7 +281,11 @@ fn p1_offset(img: &Path) -> u64 {
 #[test]
 fn make_image_dracut_passes_e2fsck_and_boots_over_virtio_blk_and_nvdimm_with_dax() {
     if !needs_dracut()
-        || !needs::tools(&[("make", "make"), ("e2fsck", "e2fsprogs"), ("mkfs.ext4", "e2fsprogs")])
+        || !needs::tools(&[
+            ("make", "make"),
+            ("e2fsck", "e2fsprogs"),
+            ("mkfs.ext4", "e2fsprogs"),
+        ])
     {
         return;
     }
@@ -253,14 +304,29 @@ fn make_image_dracut_passes_e2fsck_and_boots_over_virtio_blk_and_nvdimm_with_dax
 
     let (ready, console) = booted(&boot(
         &k,
-        &["--poweroff", "--disk", "virtio-blk", "--image", img.to_str().unwrap()],
+        &[
+            "--poweroff",
+            "--disk",
+            "virtio-blk",
+            "--image",
+            img.to_str().unwrap(),
+        ],
     ));
     assert!(ready.contains("pid=1"), "{ready}");
-    assert!(console.contains("osbuilder-boot: root /dev/vda1 (ext4, ro,"), "{console}");
+    assert!(
+        console.contains("osbuilder-boot: root /dev/vda1 (ext4, ro,"),
+        "{console}"
+    );
 
     let (ready, console) = booted(&boot(
         &k,
-        &["--poweroff", "--disk", "nvdimm", "--image", img.to_str().unwrap()],
+        &[
+            "--poweroff",
+            "--disk",
+            "nvdimm",
+            "--image",
+            img.to_str().unwrap(),
+        ],
     ));
     assert!(ready.contains("pid=1"), "{ready}");
     // The DAX header made a pfn device, and ext4 mounted it with DAX.
@@ -292,10 +358,19 @@ fn measured_image_boots_with_dm_verity_and_a_corrupted_block_cannot_be_read() {
     let img = &images().measured;
     let (ready, console) = booted(&boot(
         &k,
-        &["--poweroff", "--disk", "virtio-blk", "--image", img.to_str().unwrap()],
+        &[
+            "--poweroff",
+            "--disk",
+            "virtio-blk",
+            "--image",
+            img.to_str().unwrap(),
+        ],
     ));
     assert!(ready.contains("pid=1"), "{ready}");
-    assert!(console.contains("osbuilder-boot: root /dev/dm-0 (ext4, ro,"), "{console}");
+    assert!(
+        console.contains("osbuilder-boot: root /dev/dm-0 (ext4, ro,"),
+        "{console}"
+    );
     assert!(console.contains("device-mapper: verity"), "{console}");
 
     // One data block changed: the agent's first block, which the guest must read to start.
@@ -320,7 +395,11 @@ fn measured_image_boots_with_dm_verity_and_a_corrupted_block_cannot_be_read() {
         .expect("debugfs bmap prints a block number");
     {
         use std::os::unix::fs::FileExt;
-        let f = std::fs::OpenOptions::new().write(true).read(true).open(&bad).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .open(&bad)
+            .unwrap();
         let at = p1 + block * 4096 + 64;
         let mut byte = [0u8; 1];
         f.read_exact_at(&mut byte, at).unwrap();
@@ -328,10 +407,19 @@ fn measured_image_boots_with_dm_verity_and_a_corrupted_block_cannot_be_read() {
     }
     let out = boot(
         &k,
-        &["--poweroff", "--disk", "virtio-blk", "--image", bad.to_str().unwrap()],
+        &[
+            "--poweroff",
+            "--disk",
+            "virtio-blk",
+            "--image",
+            bad.to_str().unwrap(),
+        ],
     );
     let console = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "a corrupted measured image booted:\n{console}");
+    assert!(
+        !out.status.success(),
+        "a corrupted measured image booted:\n{console}"
+    );
     assert!(
         console
             .lines()
@@ -354,7 +442,11 @@ fn dynamic_agent_gets_its_libraries_or_a_clear_error() {
     let d = open_tempdir();
     let lib = d.path().join("lib");
     std::fs::create_dir(&lib).unwrap();
-    std::fs::write(lib.join("osbtest.c"), "int osbtest_value(void) { return 42; }\n").unwrap();
+    std::fs::write(
+        lib.join("osbtest.c"),
+        "int osbtest_value(void) { return 42; }\n",
+    )
+    .unwrap();
     std::fs::write(
         d.path().join("agent.c"),
         r#"#include <stdio.h>
@@ -391,11 +483,23 @@ int main(void) {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(err.contains("libosbtest.so"), "the added libraries are reported: {err}");
+    assert!(
+        err.contains("libosbtest.so"),
+        "the added libraries are reported: {err}"
+    );
     let list = listing(&img);
-    assert!(list.contains("libosbtest.so") && list.contains("libc.so.6"), "{list}");
-    let (ready, _) = booted(&boot(&k, &["--poweroff", "--initrd", img.to_str().unwrap()]));
-    assert!(ready.contains("lib=42") && ready.contains("pid=1"), "{ready}");
+    assert!(
+        list.contains("libosbtest.so") && list.contains("libc.so.6"),
+        "{list}"
+    );
+    let (ready, _) = booted(&boot(
+        &k,
+        &["--poweroff", "--initrd", img.to_str().unwrap()],
+    ));
+    assert!(
+        ready.contains("lib=42") && ready.contains("pid=1"),
+        "{ready}"
+    );
 
     // The library gone: a clear error before dracut runs, nothing left behind.
     std::fs::remove_file(lib.join("libosbtest.so")).unwrap();
@@ -442,7 +546,13 @@ fn bad_requests_are_refused_with_clear_errors_and_nothing_left_behind() {
         &["unknown dracut profile 'nope'", "nvdimm:", "image-boot:"],
     );
     check(
-        &["initrd", "--method", "dracut", "--kver", "0.0.0-osbuilder-none"],
+        &[
+            "initrd",
+            "--method",
+            "dracut",
+            "--kver",
+            "0.0.0-osbuilder-none",
+        ],
         None,
         2,
         &["/lib/modules/0.0.0-osbuilder-none", "--kmoddir"],

@@ -323,7 +323,14 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let img = d.path().join("kata.img");
         // Without the root hash file the boot is refused rather than silently unverified.
-        let e = plan(DiskBus::Virtio, Arch::X86_64, &img, &info(Some(2), true), None).unwrap_err();
+        let e = plan(
+            DiskBus::Virtio,
+            Arch::X86_64,
+            &img,
+            &info(Some(2), true),
+            None,
+        )
+        .unwrap_err();
         assert!(e.to_string().contains("--root-hash"), "{e}");
         let v = Verity {
             data_blocks: 100,
@@ -333,7 +340,14 @@ mod tests {
             root_hash: [2; 32],
         };
         std::fs::write(d.path().join("root_hash.txt"), v.root_hash_line()).unwrap();
-        let a = plan(DiskBus::Nvdimm, Arch::X86_64, &img, &info(Some(2), true), None).unwrap();
+        let a = plan(
+            DiskBus::Nvdimm,
+            Arch::X86_64,
+            &img,
+            &info(Some(2), true),
+            None,
+        )
+        .unwrap();
         let line = a.root.join(" ");
         assert!(
             line.starts_with(
@@ -368,7 +382,9 @@ mod tests {
             "kernel/drivers/virtio/virtio_pci.ko\nkernel/drivers/md/dm-mod.ko\n",
         )
         .unwrap();
-        let want: Vec<String> = ["virtio_pci", "virtio_blk", "dm_mod"].map(String::from).to_vec();
+        let want: Vec<String> = ["virtio_pci", "virtio_blk", "dm_mod"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(not_built_in(d.path(), &want).unwrap(), ["virtio_blk"]);
     }
 }

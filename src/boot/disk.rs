@@ -291,8 +291,10 @@ mod tests {
         );
         {
             let file = f.as_file_mut();
-            file.seek(SeekFrom::Start(crate::image::dax::INFO_OFFSET)).unwrap();
-            file.write_all(&crate::image::dax::pfn_info_block()).unwrap();
+            file.seek(SeekFrom::Start(crate::image::dax::INFO_OFFSET))
+                .unwrap();
+            file.write_all(&crate::image::dax::pfn_info_block())
+                .unwrap();
         }
         let info = inspect(f.path()).unwrap();
         assert_eq!(info.hash_partition, Some(2));

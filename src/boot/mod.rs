@@ -209,7 +209,11 @@ pub fn plan(o: &Options) -> Result<Plan> {
 /// The initramfs an attachment needs when the kernel has `modules` as loadable modules:
 /// built with the dracut method from the kernel's own modules (and cached), or None when
 /// the kernel has them built in (or has no modules folder to tell: Kata's kernels).
-fn initramfs_for(o: &Options, modules: &[String], notes: &mut Vec<String>) -> Result<Option<PathBuf>> {
+fn initramfs_for(
+    o: &Options,
+    modules: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
     if modules.is_empty() {
         return Ok(None);
     }

@@ -141,7 +141,8 @@ pub fn qemu_args(m: &Machine) -> Vec<OsString> {
     }
     if let Some(d) = nvdimm {
         // As Kata's runtime: the file mapped read-only as guest memory, an unarmed NVDIMM.
-        let mut backend = OsString::from("memory-backend-file,id=osbmem,share=off,readonly=on,size=");
+        let mut backend =
+            OsString::from("memory-backend-file,id=osbmem,share=off,readonly=on,size=");
         backend.push(d.size.to_string());
         backend.push(",mem-path=");
         backend.push(escape_commas(&d.path));

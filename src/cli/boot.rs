@@ -63,7 +63,12 @@ pub struct Args {
     #[arg(long)]
     poweroff: bool,
     /// How the disk image is attached
-    #[arg(long = "disk", visible_alias = "disk-bus", value_enum, default_value = "nvme")]
+    #[arg(
+        long = "disk",
+        visible_alias = "disk-bus",
+        value_enum,
+        default_value = "nvme"
+    )]
     disk_bus: DiskBus,
     /// Kata's root hash file of a measured image [default: root_hash.txt beside the image]
     #[arg(long, value_name = "FILE")]

@@ -153,8 +153,7 @@ fn run_dracut(a: Args) -> Result<()> {
     let opts = a
         .dracut
         .options(init, (!a.no_agent).then(|| a.agent.request()))?;
-    let (r, packed) =
-        crate::dracut::build_initrd(&opts, &a.output, a.compression, a.level)?;
+    let (r, packed) = crate::dracut::build_initrd(&opts, &a.output, a.compression, a.level)?;
     dracut_args::report(&r);
     for w in &packed.warnings {
         eprintln!("osbuilder: warning: {w}");

@@ -112,7 +112,11 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(initrd) = &a.from_initrd {
         let mut wrong = given(&distro_only);
         wrong.extend(a.dracut.given());
-        if a.agent_init || a.systemd || a.agent.agent_bin.is_some() || a.agent.agent_tarball.is_some() {
+        if a.agent_init
+            || a.systemd
+            || a.agent.agent_bin.is_some()
+            || a.agent.agent_tarball.is_some()
+        {
             wrong.push("agent flags");
         }
         dracut_args::refuse(

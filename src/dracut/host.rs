@@ -90,10 +90,7 @@ impl Dpkg {
                     .get(&(stem.to_string(), "all".to_string()))
                     .or_else(|| {
                         // "pkg.list" for the native arch: any arch but "all".
-                        by_name
-                            .iter()
-                            .find(|((n, _), _)| n == stem)
-                            .map(|(_, i)| i)
+                        by_name.iter().find(|((n, _), _)| n == stem).map(|(_, i)| i)
                     }),
             };
             let Some(&idx) = idx else { continue };
@@ -114,12 +111,22 @@ impl Dpkg {
         if let Some(i) = self.owner.get(&abs) {
             return Some(*i);
         }
-        for top in [&b"bin/"[..], b"sbin/", b"lib/", b"lib64/", b"lib32/", b"libx32/"] {
+        for top in [
+            &b"bin/"[..],
+            b"sbin/",
+            b"lib/",
+            b"lib64/",
+            b"lib32/",
+            b"libx32/",
+        ] {
             if let Some(rest) = path.strip_prefix(b"usr/").filter(|r| r.starts_with(top)) {
                 return self.owner.get(&[b"/".as_slice(), rest].concat()).copied();
             }
             if path.starts_with(top) {
-                return self.owner.get(&[b"/usr/".as_slice(), path].concat()).copied();
+                return self
+                    .owner
+                    .get(&[b"/usr/".as_slice(), path].concat())
+                    .copied();
             }
         }
         None
@@ -160,7 +167,11 @@ mod tests {
             "/lib/x86_64-linux-gnu\n/lib/x86_64-linux-gnu/libc.so.6\n",
         )
         .unwrap();
-        std::fs::write(d.path().join("info/base-files.list"), "/etc/debian_version\n").unwrap();
+        std::fs::write(
+            d.path().join("info/base-files.list"),
+            "/etc/debian_version\n",
+        )
+        .unwrap();
         std::fs::write(d.path().join("info/gone.list"), "/usr/bin/gone\n").unwrap();
         let db = Dpkg::load(d.path()).unwrap().unwrap();
         let got = db.owners([

@@ -390,8 +390,12 @@ fn restore_setid_bits(ex: &mut Extractor, dest: &Path) -> Result<()> {
             let host = std::fs::metadata(Path::new("/").join(crate::tree::os_path(path))).ok()?;
             let copy = std::fs::symlink_metadata(dest.join(crate::tree::os_path(path))).ok()?;
             let bits = host.mode() & 0o6000;
-            (host.is_file() && host.uid() == 0 && host.gid() == 0 && bits != 0 && host.len() == copy.len())
-                .then(|| (path.to_vec(), e.mode.unwrap_or(0) | bits))
+            (host.is_file()
+                && host.uid() == 0
+                && host.gid() == 0
+                && bits != 0
+                && host.len() == copy.len())
+            .then(|| (path.to_vec(), e.mode.unwrap_or(0) | bits))
         })
         .collect();
     for (path, mode) in fixes {

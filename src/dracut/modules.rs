@@ -78,8 +78,8 @@ pub fn needs_depmod(m: &KernelModules) -> bool {
 pub fn stage(m: &KernelModules, base: &Path) -> Result<PathBuf> {
     let dest = base.join("lib/modules").join(&m.kver);
     std::fs::create_dir_all(&dest).with_context(|| format!("creating {}", dest.display()))?;
-    let src = std::fs::canonicalize(&m.dir)
-        .with_context(|| format!("resolving {}", m.dir.display()))?;
+    let src =
+        std::fs::canonicalize(&m.dir).with_context(|| format!("resolving {}", m.dir.display()))?;
     let mut entries: Vec<_> = std::fs::read_dir(&src)
         .with_context(|| format!("reading {}", src.display()))?
         .collect::<std::io::Result<_>>()?;
@@ -126,7 +126,10 @@ mod tests {
         let m = d.path().join("6.1.0-test");
         std::fs::create_dir(&m).unwrap();
         let e = resolve(None, Some(&m)).unwrap_err();
-        assert!(e.to_string().contains("not a folder of kernel modules"), "{e}");
+        assert!(
+            e.to_string().contains("not a folder of kernel modules"),
+            "{e}"
+        );
         std::fs::write(m.join("modules.order"), "").unwrap();
         std::fs::create_dir(m.join("kernel")).unwrap();
         let k = resolve(None, Some(&m)).unwrap().unwrap();

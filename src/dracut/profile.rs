@@ -217,7 +217,11 @@ pub fn drivers(confs: &[(String, Vec<u8>)]) -> Result<Vec<String>> {
 
 /// The mode a profile's `include/` file gets in the initrd: executable when it is a script.
 pub fn include_mode(bytes: &[u8]) -> u32 {
-    if bytes.starts_with(b"#!") { 0o755 } else { 0o644 }
+    if bytes.starts_with(b"#!") {
+        0o755
+    } else {
+        0o644
+    }
 }
 
 #[cfg(test)]
@@ -245,9 +249,10 @@ mod tests {
             ])
             .unwrap();
         assert_eq!(boot.len(), 4);
+        // dracut's order: by file name across profiles.
         assert_eq!(
             drivers(&merged_confs(&boot)).unwrap(),
-            ["virtio_pci", "virtio_blk", "nfit", "nd_pmem", "dm_verity"]
+            ["nfit", "nd_pmem", "dm_verity", "virtio_pci", "virtio_blk"]
         );
         let init = &set.get("image-boot").unwrap().include[0];
         assert_eq!(init.0, "init");
@@ -266,8 +271,14 @@ mod tests {
     #[test]
     fn driver_lists_are_read_like_the_shell_would() {
         let confs = vec![
-            ("05.a.conf".into(), b"drivers=\"a b\"\n# drivers+=\" no \"\n".to_vec()),
-            ("10.b.conf".into(), b"add_drivers+=\" c a \"\ndrivers+=' d'\n".to_vec()),
+            (
+                "05.a.conf".into(),
+                b"drivers=\"a b\"\n# drivers+=\" no \"\n".to_vec(),
+            ),
+            (
+                "10.b.conf".into(),
+                b"add_drivers+=\" c a \"\ndrivers+=' d'\n".to_vec(),
+            ),
         ];
         assert_eq!(drivers(&confs).unwrap(), ["a", "b", "c", "d"]);
         let reset = vec![("x".into(), b"drivers+=\"a\"\ndrivers=\"z\"\n".to_vec())];

@@ -69,11 +69,16 @@ pub fn dracut(inv: &Invocation) -> Result<Vec<String>> {
         // dracut 059 clamps times to its own files; newer dracut honours this.
         cmd.env("SOURCE_DATE_EPOCH", t.to_string());
     }
-    cmd.args(["--force", "--no-compress", "--reproducible", "--no-hostonly"])
-        .args(["--no-hostonly-cmdline", "--conf", "/dev/null", "--confdir"])
-        .arg(inv.confdir)
-        .arg("--tmpdir")
-        .arg(inv.tmpdir);
+    cmd.args([
+        "--force",
+        "--no-compress",
+        "--reproducible",
+        "--no-hostonly",
+    ])
+    .args(["--no-hostonly-cmdline", "--conf", "/dev/null", "--confdir"])
+    .arg(inv.confdir)
+    .arg("--tmpdir")
+    .arg(inv.tmpdir);
     match inv.kernel {
         Some((kver, dir)) => {
             cmd.arg("--kver").arg(kver).arg("--kmoddir").arg(dir);

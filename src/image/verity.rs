@@ -157,7 +157,8 @@ impl Verity {
         };
         let num = |k: &str| -> Result<u64> {
             let v = get(k)?;
-            v.parse().with_context(|| format!("{k}={v} is not a number"))
+            v.parse()
+                .with_context(|| format!("{k}={v} is not a number"))
         };
         let root_hash: [u8; DIGEST] = unhex("root_hash")?
             .try_into()

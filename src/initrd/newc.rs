@@ -275,11 +275,11 @@ impl<R: Read> NewcReader<R> {
         self.skip(((4 - (110 + namesize) % 4) % 4) as u64)?;
         if name == TRAILER {
             self.skip(filesize as u64)?;
-            self.skip(((4 - (filesize as u64 % 4)) % 4) as u64)?;
+            self.skip((4 - (filesize as u64 % 4)) % 4)?;
             return self.after_trailer();
         }
         self.left = filesize as u64;
-        self.pad = ((4 - (filesize as u64 % 4)) % 4) as u64;
+        self.pad = (4 - (filesize as u64 % 4)) % 4;
         self.check = crc.then_some((check, 0));
         Ok(Some(Member {
             header: Header {
@@ -364,9 +364,7 @@ impl<R: Read> Read for Data<'_, R> {
         self.r.pos += n as u64;
         self.r.left -= n as u64;
         if let Some((_, sum)) = &mut self.r.check {
-            *sum = buf[..n]
-                .iter()
-                .fold(*sum, |s, &b| s.wrapping_add(b as u32));
+            *sum = buf[..n].iter().fold(*sum, |s, &b| s.wrapping_add(b as u32));
         }
         Ok(n)
     }
@@ -433,7 +431,10 @@ etc/x\0";
         w.finish().unwrap()
     }
 
-    fn read_all(bytes: &[u8]) -> io::Result<Vec<(Vec<u8>, u32, Vec<u8>)>> {
+    /// (name, mode, data) of every member.
+    type Members = Vec<(Vec<u8>, u32, Vec<u8>)>;
+
+    fn read_all(bytes: &[u8]) -> io::Result<Members> {
         let mut r = NewcReader::new(bytes);
         let mut out = Vec::new();
         while let Some(m) = r.next_member()? {
@@ -453,7 +454,10 @@ etc/x\0";
         ]);
         let got = read_all(&a).unwrap();
         assert_eq!(got.len(), 3);
-        assert_eq!(got[1], (b"etc/hostname".to_vec(), 0o100644, b"guest\n".to_vec()));
+        assert_eq!(
+            got[1],
+            (b"etc/hostname".to_vec(), 0o100644, b"guest\n".to_vec())
+        );
         assert_eq!(got[2].2, b"/sbin/init");
     }
 

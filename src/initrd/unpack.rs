@@ -189,7 +189,14 @@ mod tests {
     use crate::initrd::newc::{Header, NewcWriter};
     use crate::pkg::extract::ExtractOptions;
 
-    fn member(w: &mut NewcWriter<Vec<u8>>, name: &[u8], mode: u32, ino: u32, nlink: u32, data: &[u8]) {
+    fn member(
+        w: &mut NewcWriter<Vec<u8>>,
+        name: &[u8],
+        mode: u32,
+        ino: u32,
+        nlink: u32,
+        data: &[u8],
+    ) {
         let h = Header {
             ino,
             mode,

@@ -103,19 +103,35 @@ struct Elf<'a> {
 impl Elf<'_> {
     fn u16(&self, o: usize) -> Option<u16> {
         let b: [u8; 2] = self.b.get(o..o + 2)?.try_into().ok()?;
-        Some(if self.big { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) })
+        Some(if self.big {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        })
     }
     fn u32(&self, o: usize) -> Option<u32> {
         let b: [u8; 4] = self.b.get(o..o + 4)?.try_into().ok()?;
-        Some(if self.big { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) })
+        Some(if self.big {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        })
     }
     fn u64(&self, o: usize) -> Option<u64> {
         let b: [u8; 8] = self.b.get(o..o + 8)?.try_into().ok()?;
-        Some(if self.big { u64::from_be_bytes(b) } else { u64::from_le_bytes(b) })
+        Some(if self.big {
+            u64::from_be_bytes(b)
+        } else {
+            u64::from_le_bytes(b)
+        })
     }
     /// A word of the file's class (u32 or u64) at `o`.
     fn word(&self, o: usize) -> Option<u64> {
-        if self.is64 { self.u64(o) } else { self.u32(o).map(u64::from) }
+        if self.is64 {
+            self.u64(o)
+        } else {
+            self.u32(o).map(u64::from)
+        }
     }
     fn cstr(&self, o: usize) -> Option<String> {
         let rest = self.b.get(o..)?;
@@ -141,7 +157,11 @@ pub fn dynamic(bytes: &[u8]) -> Result<Option<Dynamic>, String> {
     };
     let broken = || "its program headers are damaged".to_string();
     let (phoff, phentsize, phnum) = if e.is64 {
-        (e.u64(32).ok_or_else(broken)?, e.u16(54).ok_or_else(broken)?, e.u16(56).ok_or_else(broken)?)
+        (
+            e.u64(32).ok_or_else(broken)?,
+            e.u16(54).ok_or_else(broken)?,
+            e.u16(56).ok_or_else(broken)?,
+        )
     } else {
         (
             e.u32(28).ok_or_else(broken)? as u64,
@@ -196,7 +216,7 @@ pub fn dynamic(bytes: &[u8]) -> Result<Option<Dynamic>, String> {
             return Err("its dynamic section is damaged".into());
         };
         match tag {
-            0 => break,          // DT_NULL
+            0 => break,            // DT_NULL
             1 => needed.push(val), // DT_NEEDED
             5 => strtab = Some(val),
             15 => rpath = Some(val),
@@ -292,7 +312,10 @@ mod tests {
     fn dynamic_section_of_a_host_binary() {
         let sh = std::fs::read("/bin/sh").unwrap();
         let d = dynamic(&sh).unwrap().expect("/bin/sh is dynamic");
-        assert!(d.interp.as_deref().unwrap_or("").contains("ld-linux"), "{d:?}");
+        assert!(
+            d.interp.as_deref().unwrap_or("").contains("ld-linux"),
+            "{d:?}"
+        );
         assert!(d.needed.iter().any(|n| n.starts_with("libc.so")), "{d:?}");
         assert_eq!(dynamic(b"#!/bin/sh\n").unwrap(), None);
         assert_eq!(dynamic(crate::agent::reference_agent()).unwrap(), None);

@@ -59,17 +59,17 @@ pub fn closure(bytes: &[u8], arch: Arch, sysroot: &Path) -> Result<Vec<Library>>
             } else {
                 &d.runpath
             };
-            if own.iter().any(|p| p.contains("$ORIGIN") || p.contains("${ORIGIN}")) {
+            if own
+                .iter()
+                .any(|p| p.contains("$ORIGIN") || p.contains("${ORIGIN}"))
+            {
                 bail!(
                     "{who} looks for libraries relative to itself ($ORIGIN in its RUNPATH); \
                      osbuilder cannot place those: give a static agent or one linked against \
                      system libraries"
                 );
             }
-            let candidates = own
-                .iter()
-                .map(PathBuf::from)
-                .chain(dirs.iter().cloned());
+            let candidates = own.iter().map(PathBuf::from).chain(dirs.iter().cloned());
             let Some((dir, bytes)) = find(sysroot, candidates, soname, arch) else {
                 bail!(
                     "{who} needs {soname}, which is not in the library path of {} ({}); \
@@ -89,7 +89,9 @@ pub fn closure(bytes: &[u8], arch: Arch, sysroot: &Path) -> Result<Vec<Library>>
                 Err(_) => dir.clone(),
             };
             out.insert(guest_dir.join(soname), canonical(&host)?);
-            if let Some(next) = elf::dynamic(&bytes).map_err(|e| anyhow::anyhow!("{soname}: {e}"))? {
+            if let Some(next) =
+                elf::dynamic(&bytes).map_err(|e| anyhow::anyhow!("{soname}: {e}"))?
+            {
                 queue.push_back((soname.clone(), next));
             }
         }
@@ -142,7 +144,12 @@ fn search_dirs(sysroot: &Path) -> Result<Vec<PathBuf>> {
     Ok(dirs)
 }
 
-fn read_ld_so_conf(sysroot: &Path, file: &Path, dirs: &mut Vec<PathBuf>, depth: usize) -> Result<()> {
+fn read_ld_so_conf(
+    sysroot: &Path,
+    file: &Path,
+    dirs: &mut Vec<PathBuf>,
+    depth: usize,
+) -> Result<()> {
     if depth > 8 {
         return Ok(());
     }
@@ -186,7 +193,9 @@ fn glob(sysroot: &Path, pattern: &str) -> Vec<PathBuf> {
             let hit = if exact {
                 n == name
             } else {
-                n.len() >= prefix.len() + suffix.len() && n.starts_with(prefix) && n.ends_with(suffix)
+                n.len() >= prefix.len() + suffix.len()
+                    && n.starts_with(prefix)
+                    && n.ends_with(suffix)
             };
             hit.then(|| dir.join(n))
         })
@@ -205,7 +214,8 @@ mod tests {
         let arch = Arch::host().unwrap();
         let libs = closure(&sh, arch, Path::new("/")).unwrap();
         assert!(
-            libs.iter().any(|l| l.path.to_string_lossy().contains("ld-linux")),
+            libs.iter()
+                .any(|l| l.path.to_string_lossy().contains("ld-linux")),
             "{libs:?}"
         );
         let libc = libs
@@ -213,9 +223,11 @@ mod tests {
             .find(|l| l.path.file_name().unwrap() == "libc.so.6")
             .expect("libc in the closure");
         assert!(libc.source.is_file() && libc.path.is_absolute());
-        assert!(closure(crate::agent::reference_agent(), arch, Path::new("/"))
-            .unwrap()
-            .is_empty());
+        assert!(
+            closure(crate::agent::reference_agent(), arch, Path::new("/"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
@@ -227,7 +239,12 @@ mod tests {
         let loader = in_root(d.path(), Path::new(&interp));
         std::fs::create_dir_all(loader.parent().unwrap()).unwrap();
         std::fs::write(&loader, b"not really").unwrap();
-        let e = closure(&sh, Arch::host().unwrap(), d.path()).unwrap_err().to_string();
-        assert!(e.contains("needs libc.so.6") && e.contains("static agent"), "{e}");
+        let e = closure(&sh, Arch::host().unwrap(), d.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("needs libc.so.6") && e.contains("static agent"),
+            "{e}"
+        );
     }
 }
