@@ -1,6 +1,8 @@
 # Kata-compatible front door for osbuilder.
 #
 #   make                          build osbuilder (release)
+#   make demo                     build, then the main job end to end: a Debian agent-init
+#                                 rootfs → initrd → Debian's kernel → boot to the agent
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
 #                                 (BUILD_METHOD=dracut: the host's dracut initrd, unpacked)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
@@ -89,7 +91,7 @@ IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK
 	$(if $(call yes,$(SKIP_ROOTFS_CHECK)),--skip-rootfs-check) \
 	$(if $(ARCH),--arch $(ARCH))
 
-.PHONY: all build rootfs image initrd smoke matrix test bench clean print-% check-vars
+.PHONY: all build demo rootfs image initrd smoke matrix test bench clean print-% check-vars
 
 all: image initrd
 
@@ -106,6 +108,22 @@ check-vars:
 	  echo "USE_DOCKER/USE_PODMAN: the container build mode is not available yet; osbuilder builds natively (no root, no Docker). Unset them." >&2; exit 2; fi
 	@case "$(BUILD_METHOD)" in distro|dracut) ;; \
 	  *) echo "BUILD_METHOD must be distro or dracut (got '$(BUILD_METHOD)')" >&2; exit 2;; esac
+
+# --- demo: what a newcomer runs first (outputs in $(DEMO_DIR); rerunning replaces them) ---
+DEMO_DIR  ?= $(CURDIR)/demo
+HOST_ARCH := $(shell uname -m)
+DEMO_QEMU := $(if $(filter aarch64 arm64,$(HOST_ARCH)),qemu-system-aarch64,qemu-system-x86_64)
+DEMO_QEMU_PKG := $(if $(filter aarch64 arm64,$(HOST_ARCH)),qemu-system-arm,qemu-system-x86)
+
+demo:
+	@command -v $(CARGO) >/dev/null || { echo "make demo builds osbuilder with cargo (Rust >= 1.85): install it from https://rustup.rs" >&2; exit 2; }
+	@command -v $(DEMO_QEMU) >/dev/null || { echo "make demo boots the guest with $(DEMO_QEMU), which is missing: sudo apt-get install --no-install-recommends $(DEMO_QEMU_PKG)" >&2; exit 2; }
+	$(CARGO) build --release
+	mkdir -p "$(DEMO_DIR)"
+	$(OSBUILDER) rootfs --distro debian --agent-init -o "$(DEMO_DIR)/rootfs"
+	$(OSBUILDER) initrd "$(DEMO_DIR)/rootfs" -o "$(DEMO_DIR)/kata-containers-initrd.img"
+	$(OSBUILDER) kernel fetch -o "$(DEMO_DIR)/kernel"
+	$(OSBUILDER) boot --kernel "$(DEMO_DIR)/kernel/vmlinuz" --initrd "$(DEMO_DIR)/kata-containers-initrd.img" --poweroff
 
 ifeq ($(BUILD_METHOD),dracut)
 rootfs: check-vars $(OSBUILDER)

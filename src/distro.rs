@@ -66,6 +66,30 @@ pub enum PackageFormat {
     Rpm,
 }
 
+impl PackageFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            PackageFormat::Deb => "deb",
+            PackageFormat::Apk => "apk",
+            PackageFormat::Rpm => "rpm",
+        }
+    }
+
+    /// The package-URL type of this format's packages (purl-spec: deb, apk, rpm).
+    pub fn purl_type(self) -> &'static str {
+        self.name()
+    }
+
+    /// The architecture as this format's packages and indexes name it.
+    pub fn arch_name(self, arch: Arch) -> &'static str {
+        match self {
+            PackageFormat::Deb => arch.debian(),
+            PackageFormat::Apk => arch.alpine(),
+            PackageFormat::Rpm => arch.rpm(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MirrorConfig {

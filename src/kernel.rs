@@ -17,12 +17,14 @@ use anyhow::{Context, Result, bail};
 use crate::arch::Arch;
 use crate::distro::{DistroSet, PackageFormat};
 use crate::error::refused;
+use crate::output::{DirKind, StagedDir};
+use crate::pkg::cache::Cache;
+use crate::pkg::deb::backend::{DebRepository, DebRequest};
 use crate::pkg::deb::debfile::load_deb;
 use crate::pkg::deb::index::Universe;
 use crate::pkg::deb::version;
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
-use crate::rootfs::deb::{RepoRequest, open_repository};
-use crate::rootfs::output::StagedDir;
+use crate::pkg::fetch::Fetcher;
 
 #[derive(Clone, Debug)]
 pub struct FetchOptions {
@@ -32,7 +34,12 @@ pub struct FetchOptions {
     pub mirror: Option<String>,
     pub cache_dir: Option<PathBuf>,
     pub output: PathBuf,
+    /// Replace a folder at `output` that osbuilder did not make.
+    pub force: bool,
 }
+
+/// How a kernel folder is recognised as osbuilder's (see [`crate::output::dir`]).
+pub const KIND: DirKind = DirKind::Marked("kernel");
 
 #[derive(Clone, Debug)]
 pub struct Fetched {
@@ -67,18 +74,28 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
             distro.name, opts.arch
         )));
     };
+    // The default output's parents are made for the user (kernels/<arch>); the folder itself
+    // is checked before anything is downloaded.
+    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    crate::output::check_destination(&opts.output, KIND, opts.force)?;
     let suite = opts
         .os_version
         .clone()
         .unwrap_or_else(|| distro.default_version.clone());
-    let repo = open_repository(&RepoRequest {
+    let fetcher = Fetcher::new();
+    let cache = Cache::open(opts.cache_dir.as_deref())?;
+    let repo = DebRepository::load(&DebRequest {
         distro,
         arch: opts.arch,
         suite: &suite,
         mirror: opts.mirror.as_deref(),
         keyrings: &[],
-        cache_dir: opts.cache_dir.as_deref(),
         host_apt_dir: None,
+        fetcher: &fetcher,
+        cache: &cache,
     })?;
     let image = image_package(&repo.universe, meta)?;
     let pkg = &repo.universe.packages[image];
@@ -88,16 +105,10 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
         pkg.version,
         pkg.size as f64 / 1048576.0
     );
-    let files = repo
-        .fetcher
-        .fetch_packages(&repo.cache, &[pkg.package_ref()])?;
+    let files = fetcher.fetch_packages(&cache, &[pkg.package_ref()])?;
     let deb = load_deb(&files[0], &pkg.name)?;
 
-    if let Some(parent) = opts.output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("creating {}", parent.display()))?;
-    }
-    let out = StagedDir::create(&opts.output)?;
+    let out = StagedDir::create(&opts.output, KIND, opts.force)?;
     let mut ex = Extractor::new(
         out.path(),
         ExtractOptions {
@@ -131,7 +142,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
     )?;
     ex.finish()?;
     let dest = out.dest().to_path_buf();
-    out.commit()?;
+    out.commit(Vec::new())?;
     Ok(Fetched {
         vmlinuz: dest.join(format!("vmlinuz-{release}")),
         modules: dest.join("modules").join(release),

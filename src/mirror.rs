@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::arch::Arch;
 use crate::distro::Distro;
@@ -94,14 +94,15 @@ pub fn resolve(
     } else {
         ""
     };
-    bail!(
+    // A missing setting, not a failure: refused before any work (exit 2), as for every distro.
+    Err(crate::error::refused(format!(
         "no package mirror known for {} on {}: pass --mirror URL (the repository root, the folder \
          holding dists/ and pool/), set $OSBUILDER_MIRROR, or set mirror.default in \
          distros/{}/distro.toml.{hint}",
         distro.name,
         arch.name(),
         distro.name
-    )
+    )))
 }
 
 /// True when /etc/os-release says this host is Debian.

@@ -668,3 +668,41 @@ fn unsupported_combinations_are_refused_before_any_work() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+/// A killed rebuild leaves `.rootfs.partial-PID` and `.rootfs.old-PID` beside the output: the
+/// next build sweeps them and succeeds, and the record beside the tree is the new tree's.
+#[test]
+fn leftovers_of_killed_builds_do_not_block_a_rebuild() {
+    let r = repo("debian", "amd64", &universe());
+    let out = r.dir.join("rootfs");
+    let args = [
+        "--agent-init",
+        "--no-agent",
+        "--packages",
+        "app,base-passwd",
+    ];
+    let (ok, _, err) = build(&r, "debian", "amd64", &args, &out);
+    assert!(ok, "{err}");
+    let dead = 999_999_999u32;
+    for tag in ["partial", "old"] {
+        let p = r.dir.join(format!(".rootfs.{tag}-{dead}"));
+        std::fs::create_dir_all(p.join("usr/bin")).unwrap();
+        std::fs::write(p.join("usr/bin/stale"), "x").unwrap();
+    }
+    std::fs::write(
+        r.dir.join(format!(".rootfs.packages.json.partial-{dead}")),
+        "{",
+    )
+    .unwrap();
+    let (ok, _, err) = build(&r, "debian", "amd64", &args, &out);
+    assert!(ok, "{err}");
+    let names: Vec<String> = std::fs::read_dir(&r.dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".rootfs"))
+        .collect();
+    assert!(names.is_empty(), "not swept: {names:?}");
+    let rec = std::fs::read_to_string(r.dir.join("rootfs.packages.json")).unwrap();
+    assert!(rec.contains("\"app\""), "{rec}");
+    assert!(out.join("usr/bin/app").exists());
+}

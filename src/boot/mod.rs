@@ -14,7 +14,7 @@ pub mod qemu;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
@@ -436,26 +436,12 @@ const STDERR_LIMIT: usize = 64 << 10;
 impl Guest {
     fn spawn(plan: &Plan) -> Result<Guest> {
         use std::os::unix::process::CommandExt;
-        let parent = std::process::id() as libc::pid_t;
-        let mut cmd = Command::new(&plan.qemu);
+        let mut cmd = crate::process::command(&plan.qemu);
         cmd.args(plan.args())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // The parent may have died before prctl: then nobody would stop us.
-                if libc::getppid() != parent {
-                    return Err(std::io::Error::other("osbuilder exited during start-up"));
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("cannot start {}", plan.qemu.display()))?;

@@ -38,9 +38,14 @@ osbuilder boot --kernel kernels/arm64/vmlinuz --initrd kata-containers-initrd.im
         /// Download cache (default as for `osbuilder rootfs`)
         #[arg(long)]
         cache_dir: Option<PathBuf>,
-        /// Output folder (created atomically; replaced if it exists). Default: kernels/<arch>
+        /// Output folder (created atomically; an earlier kernel folder is replaced, any other
+        /// non-empty folder refused). Default: kernels/<arch>
         #[arg(short, long)]
         output: Option<PathBuf>,
+        /// Replace the output folder even if osbuilder did not make it (never /, your home,
+        /// the current directory or a mount point)
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -53,6 +58,7 @@ pub fn run(a: Args) -> Result<()> {
             mirror,
             cache_dir,
             output,
+            force,
         } => {
             let arch = crate::arch::Arch::or_host(arch)?;
             let f = kernel::fetch(&FetchOptions {
@@ -62,6 +68,7 @@ pub fn run(a: Args) -> Result<()> {
                 mirror,
                 cache_dir,
                 output: output.unwrap_or_else(|| kernel::default_output(arch)),
+                force,
             })?;
             eprintln!(
                 "osbuilder: {} {} ({}) fetched",

@@ -66,6 +66,7 @@ pub struct Args {
     /// Alpine: also trust the RSA keys (*.rsa.pub) in this folder (e.g. the s390x keys)
     #[arg(long)]
     keys_dir: Vec<PathBuf>,
+
     /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
     #[arg(long)]
     cache_dir: Option<PathBuf>,
@@ -75,9 +76,14 @@ pub struct Args {
     /// Run maintainer scripts in a chroot (root; same arch, or qemu-user via binfmt)
     #[arg(long)]
     run_scripts: bool,
-    /// Output rootfs directory (created atomically)
+    /// Output rootfs folder (created atomically; an earlier osbuilder rootfs is replaced, any
+    /// other non-empty folder refused)
     #[arg(short, long)]
     output: PathBuf,
+    /// Replace the output folder even if osbuilder did not make it (never /, your home, the
+    /// current directory or a mount point)
+    #[arg(long)]
+    force: bool,
     #[command(flatten)]
     agent: AgentArgs,
     /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
@@ -123,7 +129,7 @@ pub fn run(a: Args) -> Result<()> {
             &wrong,
             "do not apply to --from-initrd: the rootfs is the initrd's content as it is",
         )?;
-        let un = crate::dracut::rootfs_from_initrd(initrd, &a.output)?;
+        let un = crate::dracut::rootfs_from_initrd(initrd, &a.output, a.force)?;
         eprintln!(
             "osbuilder: rootfs {} from {} ({}): {} entries{}",
             a.output.display(),
@@ -147,7 +153,7 @@ pub fn run(a: Args) -> Result<()> {
             init.unwrap_or(InitMode::Systemd),
             (!a.no_agent).then(|| a.agent.request()),
         )?;
-        let r = crate::dracut::build_rootfs(&opts, &a.output)?;
+        let r = crate::dracut::build_rootfs(&opts, &a.output, a.force)?;
         dracut_args::report(&r);
         eprintln!("osbuilder: rootfs {} ready", a.output.display());
         return Ok(());
@@ -168,10 +174,12 @@ pub fn run(a: Args) -> Result<()> {
         mirror: a.mirror,
         keyrings: a.keyring,
         keys_dirs: a.keys_dir,
+        allow_unsigned: false,
         cache_dir: a.cache_dir,
         dry_run: a.dry_run,
         run_scripts: a.run_scripts,
         output: a.output,
+        force: a.force,
         host_apt_dir: None,
         agent: (!a.no_agent).then(|| a.agent.request()),
     })

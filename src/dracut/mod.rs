@@ -32,9 +32,11 @@ use crate::arch::Arch;
 use crate::compress::Compression;
 use crate::distro::InitMode;
 use crate::error::refused;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::extract::{Attrs, ExtractOptions, Extractor};
-use crate::pkg::record::{PackageRecord, record_path_for, write_record};
+use crate::pkg::record::PackageRecord;
 use crate::provision::{self, AgentRequest, BuildMethod, LoadedAgent, Spec};
+use crate::rootfs::output::{mtree_sidecar, record_sidecar};
 use crate::tree::{Kind, MType, Mtree, ScanOptions, Tree};
 use modules::KernelModules;
 use profile::Profile;
@@ -188,36 +190,43 @@ pub fn build_initrd(
 }
 
 /// `osbuilder rootfs --method dracut`: dracut's tree as a rootfs directory at `output`,
-/// with its metadata and package record beside it.
-pub fn build_rootfs(o: &Options, output: &Path) -> Result<Report> {
+/// with its metadata and package record beside it. `force`: replace a folder osbuilder
+/// did not make (see [`crate::output::check_destination`]).
+pub fn build_rootfs(o: &Options, output: &Path, force: bool) -> Result<Report> {
+    crate::output::check_destination(output, DirKind::Rootfs, force)?;
     let p = prepare(o)?;
-    let staged = crate::rootfs::output::StagedDir::create(output)?;
+    let staged = StagedDir::create(output, DirKind::Rootfs, force)?;
     let work = crate::image::WorkDir::new(staged.dest())?;
     let (mtree, record, report) = assemble(&p, &work.0, staged.path())?;
     drop(work);
     let dest = staged.dest().to_path_buf();
-    crate::rootfs::output::save_mtree(&mtree, &dest)?;
-    write_record(&record_path_for(&dest), &record)?;
-    staged.commit()?;
+    let sidecars = vec![
+        mtree_sidecar(&mtree, &dest)?,
+        record_sidecar(&record, &dest)?,
+    ];
+    staged.commit(sidecars)?;
     Ok(report)
 }
 
 /// `osbuilder rootfs --from-initrd FILE`: an existing initrd (compressed or not) unpacked
 /// into a rootfs directory, with its metadata beside it.
-pub fn rootfs_from_initrd(initrd: &Path, output: &Path) -> Result<crate::initrd::unpack::Unpacked> {
+pub fn rootfs_from_initrd(
+    initrd: &Path,
+    output: &Path,
+    force: bool,
+) -> Result<crate::initrd::unpack::Unpacked> {
     if !initrd.is_file() {
         return Err(refused(format!(
             "--from-initrd {}: no such file",
             initrd.display()
         )));
     }
-    let staged = crate::rootfs::output::StagedDir::create(output)?;
+    let staged = StagedDir::create(output, DirKind::Rootfs, force)?;
     let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
     let un = crate::initrd::unpack::unpack_file(initrd, &mut ex)?;
     let mtree = ex.finish()?;
     let dest = staged.dest().to_path_buf();
-    crate::rootfs::output::save_mtree(&mtree, &dest)?;
-    staged.commit()?;
+    staged.commit(vec![mtree_sidecar(&mtree, &dest)?])?;
     Ok(un)
 }
 
@@ -371,6 +380,8 @@ fn assemble(p: &Prepared, work: &Path, dest: &Path) -> Result<(Mtree, PackageRec
             Some((spec, _)) => spec.init.name().to_string(),
             None => "none".to_string(),
         },
+        format: (!packages.is_empty()).then_some(crate::distro::PackageFormat::Deb),
+        trust: Vec::new(),
         mirrors: Vec::new(),
         packages,
     };

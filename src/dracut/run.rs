@@ -8,7 +8,7 @@
 //! records in the initrd (`build-parameter.txt`) is the same for every build.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use anyhow::{Context, Result, bail};
 
@@ -116,24 +116,8 @@ pub fn dracut(inv: &Invocation) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Run `cmd` to completion with its output captured. The child dies with osbuilder
-/// (PR_SET_PDEATHSIG), so an interrupted build leaves no dracut behind.
+/// Run `cmd` to completion with its output captured; it dies with osbuilder (see
+/// [`crate::process`]), so an interrupted build leaves no dracut behind.
 pub(crate) fn output(cmd: &mut Command, name: &str) -> Result<Output> {
-    use std::os::unix::process::CommandExt;
-    let parent = std::process::id() as libc::pid_t;
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                return Err(std::io::Error::other("osbuilder exited during start-up"));
-            }
-            Ok(())
-        });
-    }
-    cmd.stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("running {name}"))
+    crate::process::output(cmd).with_context(|| format!("running {name}"))
 }

@@ -147,17 +147,16 @@ impl WorkDir {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let name = output
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let p = dir.join(format!(".{name}.work-{}", std::process::id()));
+        let name = output.file_name().unwrap_or_default();
+        crate::output::sweep::leftovers(&dir, name);
+        let p = dir.join(crate::output::temp_name(name, "work"));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir(&p)
             .with_context(|| format!("creating scratch folder {}", p.display()))?;
-        crate::output::track(&p);
-        // Absolute, since tools run from other folders (erofs staging) get these paths.
+        // Absolute, since tools run from other folders (erofs staging) get these paths; tracked
+        // under that name so the interrupt handler and Drop agree.
         let p = std::fs::canonicalize(&p)?;
+        crate::output::track(&p);
         Ok(WorkDir(p))
     }
 }

@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
@@ -123,9 +122,9 @@ impl Cache {
         })
     }
 
-    /// Temporaries older than a day belong to builds that died; remove them.
+    /// Temporaries (`.tmp-PID-…`) of processes that are gone belong to builds that were
+    /// killed; remove them. Those of live processes (a concurrent build) stay.
     fn sweep_stale_temporaries(&self) {
-        let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
         let Ok(algos) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -138,10 +137,12 @@ impl Cache {
                     continue;
                 };
                 for f in files.flatten() {
-                    let stale = f.file_name().to_string_lossy().starts_with(".tmp-")
-                        && f.metadata()
-                            .and_then(|m| m.modified())
-                            .is_ok_and(|t| t < cutoff);
+                    let name = f.file_name().to_string_lossy().into_owned();
+                    let pid = name
+                        .strip_prefix(".tmp-")
+                        .and_then(|r| r.split('-').next())
+                        .and_then(|p| p.parse::<u32>().ok());
+                    let stale = pid.is_some_and(|p| !crate::output::sweep::alive(p));
                     if stale {
                         let _ = std::fs::remove_file(f.path());
                     }
@@ -209,5 +210,22 @@ mod tests {
             }
         });
         assert!(cache.lookup(&dg).unwrap().is_some());
+    }
+
+    #[test]
+    fn temporaries_of_dead_processes_are_swept_on_open() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path()).unwrap();
+        let p = cache
+            .insert_bytes(&Digest::Sha256(sha256_hex(b"x")), b"x")
+            .unwrap();
+        let dir = p.parent().unwrap();
+        let dead = dir.join(".tmp-999999999-0-abc");
+        let live = dir.join(format!(".tmp-{}-0-abc", std::process::id()));
+        std::fs::write(&dead, b"partial").unwrap();
+        std::fs::write(&live, b"partial").unwrap();
+        Cache::at(d.path()).unwrap();
+        assert!(!dead.exists(), "a killed build's temporary stays");
+        assert!(live.exists(), "a live build's temporary was removed");
     }
 }

@@ -6,10 +6,9 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result, anyhow, bail};
+use anyhow::{Context, Result, anyhow};
 
 use super::PackageRef;
 use super::cache::Cache;
@@ -249,37 +248,11 @@ impl Fetcher {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        let next = AtomicUsize::new(0);
-        let results: Vec<Mutex<Option<Result<PathBuf>>>> =
-            pkgs.iter().map(|_| Mutex::new(None)).collect();
-        let jobs = self.jobs.clamp(1, pkgs.len().max(1));
-        std::thread::scope(|s| {
-            for _ in 0..jobs {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(pkg) = pkgs.get(i) else { break };
-                        let r = self.fetch_one_counted(cache, pkg, &|n| bar.inc(n));
-                        let failed = r.is_err();
-                        *results[i].lock().unwrap() = Some(r);
-                        if failed {
-                            // Stop handing out work; the first error is reported.
-                            next.store(pkgs.len(), Ordering::Relaxed);
-                        }
-                    }
-                });
-            }
+        let out = crate::parallel::map(pkgs, self.jobs, |_, pkg| {
+            self.fetch_one_counted(cache, pkg, &|n| bar.inc(n))
         });
         bar.finish_and_clear();
-        let mut out = Vec::with_capacity(pkgs.len());
-        for (i, r) in results.into_iter().enumerate() {
-            match r.into_inner().unwrap() {
-                Some(Ok(p)) => out.push(p),
-                Some(Err(e)) => return Err(e),
-                None => bail!("download of {} was not attempted", pkgs[i].name),
-            }
-        }
-        Ok(out)
+        out
     }
 }
 

@@ -1,13 +1,15 @@
-//! Format-neutral package installation: the pieces every native backend (deb, apk…) shares.
+//! Format-neutral package installation: the pieces every native backend (deb, apk, rpm)
+//! shares, and the one interface they implement ([`backend::Repository`]).
 //!
 //! Data flows one way: a backend resolves [`PackageRef`]s from its signed repository index,
 //! [`fetch::Fetcher::fetch_packages`] puts each verified file in the content-addressed
 //! [`cache::Cache`], the backend streams each package's payload through
 //! [`extract::Extractor`] into the rootfs (never outside it; ownership and device nodes
 //! that an unprivileged build cannot apply go to the rootfs `Mtree`), and
-//! [`record::write_record`] writes what was installed beside the rootfs.
+//! [`record::record_text`] is what was installed, written beside the rootfs.
 
 pub mod apk;
+pub mod backend;
 pub mod cache;
 pub mod deb;
 pub mod extract;

@@ -28,6 +28,13 @@ pub struct PackageRecord {
     /// Target architecture in the distro's own naming (amd64, aarch64…).
     pub arch: String,
     pub init: String,
+    /// The package format (the SBOM's purl type); absent in records of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<crate::distro::PackageFormat>,
+    /// Trust decisions beyond the default verification (e.g. unsigned packages installed
+    /// because the distro declares them unsigned); copied into osbuilder.yaml.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trust: Vec<String>,
     /// Repository base URL(s) the packages came from.
     pub mirrors: Vec<String>,
     /// Sorted by name.
@@ -60,17 +67,14 @@ pub fn installed_packages(
         .collect()
 }
 
-/// Write the record atomically to `dest`. Packages are sorted for reproducibility.
-pub fn write_record(dest: &Path, record: &PackageRecord) -> Result<()> {
+/// The record as written: pretty JSON, packages sorted for reproducibility.
+pub fn record_text(record: &PackageRecord) -> Result<String> {
     let mut r = record.clone();
     r.packages
         .sort_by(|a, b| a.name.cmp(&b.name).then(a.arch.cmp(&b.arch)));
     let mut text = serde_json::to_string_pretty(&r)?;
     text.push('\n');
-    let out = crate::output::AtomicFile::create(dest)?;
-    std::io::Write::write_all(&mut out.handle()?, text.as_bytes())
-        .with_context(|| format!("writing {}", dest.display()))?;
-    out.commit()
+    Ok(text)
 }
 
 pub fn read_record(path: &Path) -> Result<PackageRecord> {

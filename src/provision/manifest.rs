@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::json;
 
+use crate::distro::PackageFormat;
 use crate::pkg::record::InstalledPackage;
 
 /// Kata's file-format-version of osbuilder.yaml.
@@ -36,6 +37,10 @@ pub struct Manifest {
     pub extra_packages: Vec<String>,
     /// What was actually installed, with versions and digests.
     pub resolved: Vec<InstalledPackage>,
+    /// The package format of `resolved` (the purl type); None: unknown (`pkg:generic`).
+    pub package_format: Option<PackageFormat>,
+    /// Trust decisions beyond the default verification (e.g. unsigned packages).
+    pub trust: Vec<String>,
     pub agent: AgentInfo,
 }
 
@@ -113,7 +118,14 @@ impl Manifest {
                 }
             }
         }
-        // Beyond Kata's fields: what was really installed, so the image can be audited.
+        // Beyond Kata's fields: what was really installed, so the image can be audited,
+        // and any trust decision beyond the default verification.
+        if !self.trust.is_empty() {
+            let _ = writeln!(y, "    trust:");
+            for t in &self.trust {
+                let _ = writeln!(y, "      - {}", q(t));
+            }
+        }
         if self.resolved.is_empty() {
             let _ = writeln!(y, "    resolved: []");
         } else {
@@ -142,11 +154,9 @@ impl Manifest {
     /// and the agent.
     pub fn to_spdx(&self) -> String {
         use sha2::Digest;
-        let purl_type = |distro: &str| match distro {
-            "alpine" => "apk",
-            "clearlinux" => "rpm",
-            _ => "deb",
-        };
+        let purl_type = self
+            .package_format
+            .map_or("generic", PackageFormat::purl_type);
         let mut packages = vec![json!({
             "SPDXID": "SPDXRef-rootfs",
             "name": format!("{}-{}-rootfs", self.distro_name, self.distro_version),
@@ -164,11 +174,7 @@ impl Manifest {
             let id = format!("SPDXRef-Package-{i}");
             let purl = format!(
                 "pkg:{}/{}/{}@{}?arch={}",
-                purl_type(&self.distro_name),
-                self.distro_name,
-                p.name,
-                p.version,
-                p.arch
+                purl_type, self.distro_name, p.name, p.version, p.arch
             );
             let mut pkg = json!({
                 "SPDXID": id,
@@ -239,6 +245,8 @@ mod tests {
                 size: 1,
                 url: "http://mirror.invalid/pool/c/chrony.deb".into(),
             }],
+            package_format: Some(PackageFormat::Deb),
+            trust: vec![],
             agent: AgentInfo {
                 url: "osbuilder:reference-agent".into(),
                 name: "kata-agent".into(),
@@ -287,6 +295,14 @@ mod tests {
         assert_eq!(
             pkgs[1]["externalRefs"][0]["referenceLocator"],
             "pkg:deb/debian/chrony@4.6.1-3?arch=amd64"
+        );
+        let mut rpm = sample();
+        rpm.package_format = Some(PackageFormat::Rpm);
+        rpm.trust = vec!["unsigned packages".into()];
+        assert!(rpm.to_spdx().contains("pkg:rpm/debian/chrony@"));
+        assert!(
+            rpm.to_yaml()
+                .contains("    trust:\n      - \"unsigned packages\"\n")
         );
         let mut other = sample();
         other.agent.sha256 = "ef".repeat(32);

@@ -416,6 +416,15 @@ pub fn apply(
         default_packages: spec.default_packages.clone(),
         extra_packages: spec.extra_packages.clone(),
         resolved: record.map(|r| r.packages.clone()).unwrap_or_default(),
+        // Records of older builds name no format: the distro's, where it is known.
+        package_format: record.and_then(|r| {
+            r.format.or_else(|| {
+                crate::distro::DistroSet::load()
+                    .ok()
+                    .and_then(|s| s.get(&r.distro).map(|d| d.package_format))
+            })
+        }),
+        trust: record.map(|r| r.trust.clone()).unwrap_or_default(),
         agent: AgentInfo {
             url: agent.url,
             name: agent.name,

@@ -1,21 +1,23 @@
-//! `osbuilder rootfs`: build a distro's root filesystem natively (no root, no emulation),
-//! one backend per package format. The compatibility matrix is checked before any work.
+//! `osbuilder rootfs`: build a distro's root filesystem natively (no root, no emulation).
+//! The compatibility matrix is checked before any work; then every package format is
+//! driven the same way through [`crate::pkg::backend`] (open a verified repository,
+//! resolve, fetch, install into a staged root), and the staged root is provisioned, its
+//! sidecars written and committed by [`finish`].
 
-pub mod apk;
-pub mod deb;
+pub mod native;
 pub mod output;
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 
 use crate::arch::Arch;
-use crate::distro::{DistroSet, InitMode, PackageFormat};
+use crate::distro::{DistroSet, InitMode};
 use crate::matrix::{Matrix, Request, Target};
-use crate::pkg::record::{PackageRecord, record_path_for, write_record};
+use crate::output::{DirKind, StagedDir};
+use crate::pkg::record::PackageRecord;
 use crate::provision::{AgentRequest, LoadedAgent, Spec};
 use crate::tree::Mtree;
-use output::StagedDir;
 
 /// Everything a rootfs build needs, as the CLI (or the Makefile through it) gives it.
 #[derive(Clone, Debug, Default)]
@@ -35,12 +37,18 @@ pub struct Options {
     pub keyrings: Vec<PathBuf>,
     /// Extra folders of RSA `.rsa.pub` keys to trust (apk repositories).
     pub keys_dirs: Vec<PathBuf>,
+    /// Install packages without a signature although the distro does not declare its
+    /// packages unsigned (rpm).
+    pub allow_unsigned: bool,
     pub cache_dir: Option<PathBuf>,
     /// Resolve and print the plan only.
     pub dry_run: bool,
     /// Run maintainer scripts in a chroot (needs root and a host able to run the target).
     pub run_scripts: bool,
     pub output: PathBuf,
+    /// Replace whatever is at `output` even if osbuilder did not make it (never `/`, home,
+    /// the current directory or a mount point).
+    pub force: bool,
     /// The host APT configuration folder (default /etc/apt), for mirror discovery.
     pub host_apt_dir: Option<PathBuf>,
     /// Provision the agent into the rootfs; None leaves a bare rootfs (Kata's ROOTFS_ONLY).
@@ -55,20 +63,35 @@ pub fn build(opts: &Options) -> Result<()> {
         arch,
         init: opts.init,
     })?;
+    // The output is checked before anything is downloaded (and again when committing).
+    if !opts.dry_run {
+        crate::output::check_destination(&opts.output, DirKind::Rootfs, opts.force)?;
+    }
     // The agent is read and checked now: a missing file or a wrong arch fails before
     // anything is downloaded.
     let provisioning = match (&opts.agent, opts.dry_run) {
         (Some(req), false) => Some(Provisioning::prepare(req, &target, opts)?),
         _ => None,
     };
-    match target.distro.package_format {
-        PackageFormat::Deb => deb::build(&target, opts, provisioning),
-        PackageFormat::Apk => apk::build(&target, opts, provisioning),
-        other => bail!(
-            "the native {other:?} backend for {} is not built into this osbuilder yet",
-            target.distro.name
-        ),
-    }
+    native::build(&target, opts, provisioning)
+}
+
+/// The release to build: `--os-version`, else the distro's default.
+pub fn os_version(target: &Target<'_>, opts: &Options) -> String {
+    opts.os_version
+        .clone()
+        .unwrap_or_else(|| target.distro.default_version.clone())
+}
+
+/// The packages to install: `--packages` replaces the distro's set, `--extra-pkgs` adds.
+pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
+    crate::pkg::backend::requested_packages(
+        target.distro,
+        target.arch,
+        target.init,
+        opts.packages.as_deref(),
+        &opts.extra_pkgs,
+    )
 }
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
@@ -81,11 +104,7 @@ pub struct Provisioning {
 impl Provisioning {
     fn prepare(req: &AgentRequest, target: &Target<'_>, opts: &Options) -> Result<Provisioning> {
         let mut spec = req.spec(target.arch, target.init)?;
-        let version = opts
-            .os_version
-            .clone()
-            .unwrap_or_else(|| target.distro.default_version.clone());
-        spec.distro = Some((target.distro.name.clone(), version));
+        spec.distro = Some((target.distro.name.clone(), os_version(target, opts)));
         spec.default_packages = match &opts.packages {
             Some(p) => p.clone(),
             None => target.distro.package_set(target.arch, target.init),
@@ -141,9 +160,11 @@ pub(crate) fn finish(
         }
     };
     let dest = staged.dest().to_path_buf();
-    output::save_mtree(&mtree, &dest)?;
-    write_record(&record_path_for(&dest), record)?;
-    staged.commit()?;
+    let sidecars = vec![
+        output::mtree_sidecar(&mtree, &dest)?,
+        output::record_sidecar(record, &dest)?,
+    ];
+    staged.commit(sidecars)?;
     eprintln!(
         "osbuilder: rootfs {} ready: {} packages in {:.1} s (index+download {:.1} s){}",
         dest.display(),

@@ -434,12 +434,9 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
     if write {
         cmd.arg("-w");
     }
-    let out = cmd
-        .arg("-f")
-        .arg(&path)
-        .arg(device)
-        .output()
-        .map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
+    cmd.arg("-f").arg(&path).arg(device);
+    let out =
+        crate::process::output(&mut cmd).map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
     let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
         .lines()
         .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())

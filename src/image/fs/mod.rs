@@ -38,9 +38,7 @@ impl FsType {
 
 /// Run a tool; a failure carries its stderr.
 pub fn run_tool(cmd: &mut Command, name: &str) -> Result<()> {
-    let out = cmd
-        .output()
-        .map_err(|e| anyhow::anyhow!("running {name}: {e}"))?;
+    let out = crate::process::output(cmd).map_err(|e| anyhow::anyhow!("running {name}: {e}"))?;
     if !out.status.success() {
         bail!(
             "{name} failed ({}): {}",
@@ -84,5 +82,5 @@ pub fn check_tools(tools: &[(&str, &str)]) -> Result<()> {
 
 /// A Command for `tool`, found on PATH or in the sbin folders.
 pub fn tool(name: &str) -> Command {
-    Command::new(find_tool(name).unwrap_or_else(|| name.into()))
+    crate::process::command(find_tool(name).unwrap_or_else(|| name.into()))
 }

@@ -126,7 +126,7 @@ impl Xfs {
             .arg("-c")
             .arg(format!("source {}", script.display()))
             .arg(img);
-        let out = cmd.output()?;
+        let out = crate::process::output(&mut cmd)?;
         // xfs_db reports failed commands on stdout and exits 0; every successful write
         // echoes "field = value".
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,12 +1,12 @@
 //! Installing Alpine packages into a root: signed indexes → resolution (the plan) →
 //! verified packages extracted → apk's own database, without running anything from the
-//! target. `rootfs::apk` drives it (downloads, staging folder, metadata, record).
+//! target. [`super::backend`] puts it behind the package-backend interface.
 //!
-//! [`plan`] fetches `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each component,
-//! verifies it and resolves the world. [`populate`] verifies each downloaded package
-//! (signature, control checksum, datahash), extracts its data segment, makes what install
-//! scripts would have made (busybox applet links, /etc/shadow's group, console and null
-//! devices) and writes /lib/apk/db and /etc/apk.
+//! [`Indexes::load`] fetches `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each
+//! component and verifies it; [`Indexes::resolve`] resolves the world. [`populate`]
+//! verifies each downloaded package (signature, control checksum, datahash), extracts its
+//! data segment, makes what install scripts would have made (busybox applet links,
+//! /etc/shadow's group, console and null devices) and writes /lib/apk/db and /etc/apk.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use crate::pkg::Digest;
 use crate::pkg::extract::{Attrs, Extractor};
 use crate::pkg::fetch::{Fetcher, join_url, required};
 
-/// What to build.
+/// Which repository to read and what to trust.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub arch: Arch,
@@ -35,8 +35,6 @@ pub struct Options {
     pub version: String,
     /// The mirror root (holding `v3.22/`, `edge/`).
     pub mirror: String,
-    /// The world: package names or constraints (`busybox`, `musl>=1.2`, `so:…`).
-    pub packages: Vec<String>,
     /// Extra folders of trusted `.rsa.pub` keys (`--keys-dir`).
     pub keys_dirs: Vec<PathBuf>,
 }
@@ -81,108 +79,107 @@ pub fn keyring(distro: &Distro, extra: &[PathBuf]) -> Result<Keyring> {
     Ok(k)
 }
 
-/// One repository (component) and its verified index.
+/// One repository (component) whose index verified.
 pub struct Repo {
     /// `MIRROR/v3.22/main`: the line for /etc/apk/repositories.
     pub base: String,
-    pub packages: Vec<Package>,
     pub signed_by: String,
 }
 
-/// A resolved package and the repository it comes from.
-pub struct Planned {
-    pub pkg: Package,
-    pub repo: usize,
+/// The verified indexes of every component: the packages installable on the target arch
+/// (its own and noarch), each with the repository it comes from.
+pub struct Indexes {
+    pub repos: Vec<Repo>,
+    pub packages: Vec<Package>,
+    /// `repo_of[i]`: index into `repos` of `packages[i]`.
+    pub repo_of: Vec<usize>,
 }
 
-pub struct Plan {
-    pub repos: Vec<Repo>,
-    /// Install order: dependencies first.
-    pub packages: Vec<Planned>,
+/// A resolved world: package indices into [`Indexes::packages`], install order.
+pub struct Plan<'a> {
+    pub indexes: &'a Indexes,
+    pub packages: Vec<usize>,
     pub world: Vec<Dep>,
 }
 
-impl Plan {
-    /// `name version arch size`, one package per line, in install order.
-    pub fn lines(&self) -> String {
-        let mut s = String::new();
-        for p in &self.packages {
-            s.push_str(&format!(
-                "{} {} {} {}\n",
-                p.pkg.name, p.pkg.version, p.pkg.arch, p.pkg.size
-            ));
-        }
-        s
-    }
-
-    pub fn url_of(&self, p: &Planned, arch: Arch) -> String {
-        join_url(
-            &self.repos[p.repo].base,
-            &format!("{}/{}", arch.alpine(), p.pkg.file_name()),
-        )
+impl Plan<'_> {
+    /// The planned packages, in install order.
+    pub fn iter(&self) -> impl Iterator<Item = &Package> {
+        self.packages.iter().map(|&i| &self.indexes.packages[i])
     }
 }
 
-/// Fetch and verify the indexes, then resolve the world.
-pub fn plan(distro: &Distro, opts: &Options, keys: &Keyring, fetcher: &Fetcher) -> Result<Plan> {
-    let release = release_dir(&opts.version)?;
-    let components = if distro.components.is_empty() {
-        vec!["main".to_string()]
-    } else {
-        distro.components.clone()
-    };
-    let mut repos = Vec::new();
-    for comp in &components {
-        let base = join_url(&opts.mirror, &format!("{release}/{comp}"));
-        let url = join_url(&base, &format!("{}/APKINDEX.tar.gz", opts.arch.alpine()));
-        let bytes = required(fetcher.get(&url)).with_context(|| {
-            format!(
-                "fetching the Alpine index {url} (a mirror is laid out as \
-                 MIRROR/{release}/{comp}/{}/APKINDEX.tar.gz)",
-                opts.arch.alpine()
-            )
-        })?;
-        let idx = index::load(&bytes, keys, &url)?;
-        repos.push(Repo {
-            base,
-            packages: idx.packages,
-            signed_by: idx.signed_by,
-        });
-    }
-    let mut all = Vec::new();
-    let mut repo_of = Vec::new();
-    for (r, repo) in repos.iter().enumerate() {
-        for p in &repo.packages {
-            // An index holds its arch's packages and noarch ones; anything else is refused
-            // rather than installed on the wrong machine.
-            if p.arch == opts.arch.alpine() || p.arch == "noarch" {
-                all.push(p.clone());
-                repo_of.push(r);
+impl Indexes {
+    /// Fetch and verify `MIRROR/v<ver>/<component>/<arch>/APKINDEX.tar.gz` for each component.
+    pub fn load(
+        distro: &Distro,
+        opts: &Options,
+        keys: &Keyring,
+        fetcher: &Fetcher,
+    ) -> Result<Indexes> {
+        let release = release_dir(&opts.version)?;
+        let components = if distro.components.is_empty() {
+            vec!["main".to_string()]
+        } else {
+            distro.components.clone()
+        };
+        let mut idx = Indexes {
+            repos: Vec::new(),
+            packages: Vec::new(),
+            repo_of: Vec::new(),
+        };
+        for comp in &components {
+            let base = join_url(&opts.mirror, &format!("{release}/{comp}"));
+            let url = join_url(&base, &format!("{}/APKINDEX.tar.gz", opts.arch.alpine()));
+            let bytes = required(fetcher.get(&url)).with_context(|| {
+                format!(
+                    "fetching the Alpine index {url} (a mirror is laid out as \
+                     MIRROR/{release}/{comp}/{}/APKINDEX.tar.gz)",
+                    opts.arch.alpine()
+                )
+            })?;
+            let loaded = index::load(&bytes, keys, &url)?;
+            let r = idx.repos.len();
+            for p in loaded.packages {
+                // An index holds its arch's packages and noarch ones; anything else is
+                // refused rather than installed on the wrong machine.
+                if p.arch == opts.arch.alpine() || p.arch == "noarch" {
+                    idx.packages.push(p);
+                    idx.repo_of.push(r);
+                }
             }
+            idx.repos.push(Repo {
+                base,
+                signed_by: loaded.signed_by,
+            });
         }
+        Ok(idx)
     }
-    let world: Vec<Dep> = opts
-        .packages
-        .iter()
-        .map(|s| Dep::parse(s).map_err(anyhow::Error::msg))
-        .collect::<Result<_>>()?;
-    if world.is_empty() {
-        bail!("no packages requested");
-    }
-    let res = Resolver::new(&all).resolve(&world)?;
-    let packages = res
-        .indices
-        .iter()
-        .map(|&i| Planned {
-            pkg: all[i].clone(),
-            repo: repo_of[i],
+
+    /// Resolve the world (package names or constraints: `busybox`, `musl>=1.2`, `so:…`).
+    pub fn resolve(&self, world: &[String]) -> Result<Plan<'_>> {
+        let world: Vec<Dep> = world
+            .iter()
+            .map(|s| Dep::parse(s).map_err(anyhow::Error::msg))
+            .collect::<Result<_>>()?;
+        if world.is_empty() {
+            bail!("no packages requested");
+        }
+        let res = Resolver::new(&self.packages).resolve(&world)?;
+        Ok(Plan {
+            indexes: self,
+            packages: res.indices,
+            world,
         })
-        .collect();
-    Ok(Plan {
-        repos,
-        packages,
-        world,
-    })
+    }
+
+    /// Where package `i` is downloaded from.
+    pub fn url_of(&self, i: usize, arch: Arch) -> String {
+        join_url(
+            &self.repos[self.repo_of[i]].base,
+            &format!("{}/{}", arch.alpine(), self.packages[i].file_name()),
+        )
+    }
 }
 
 /// The digest the cache files a package under: the index's `C:` (SHA-1 of the control
@@ -217,18 +214,6 @@ pub struct Populated {
     pub busybox_source: &'static str,
 }
 
-/// The timestamp for what osbuilder writes itself: SOURCE_DATE_EPOCH, else the newest
-/// package build time (so a rebuild of the same plan is byte-identical).
-pub fn default_mtime(plan: &Plan, source_date_epoch: Option<i64>) -> i64 {
-    source_date_epoch.unwrap_or_else(|| {
-        plan.packages
-            .iter()
-            .filter_map(|p| p.pkg.build_time)
-            .max()
-            .unwrap_or(0) as i64
-    })
-}
-
 /// Verify and extract every package (`files`: the downloaded .apk files, in plan order)
 /// through `x`, then write what apk and the install scripts would have: apk's database
 /// and configuration, busybox's applet links, /etc/shadow's group, /dev/console and
@@ -237,7 +222,7 @@ pub fn populate(
     x: &mut Extractor,
     distro: &Distro,
     opts: &Options,
-    plan: &Plan,
+    plan: &Plan<'_>,
     keys: &Keyring,
     files: &[PathBuf],
     t: i64,
@@ -249,46 +234,55 @@ pub fn populate(
     // Which package owns each non-directory path (index into `installed`).
     let mut owner: BTreeMap<String, usize> = BTreeMap::new();
     // Verification and manifests (RSA, hashes, decompression) run on all cores; the
-    // extraction that follows is sequential, in dependency order.
-    let checked = check_all(plan, keys, files)?;
-    for (p, c) in plan.packages.iter().zip(checked) {
-        let Checked {
-            bytes,
-            data_offset,
-            scripts: pkg_scripts,
-            manifest,
-        } = c;
-        let data = &bytes[data_offset..];
-        let what = p.pkg.file_name();
-        // apk refuses to overwrite another package's file unless the new one `replaces`
-        // it; the file then belongs to the new package alone.
-        let me = installed.len();
-        for e in manifest.iter().filter(|e| e.kind != EntryKind::Dir) {
-            if let Some(&prev) = owner.get(&e.path) {
-                let prev_name = installed[prev].0.name.clone();
-                if !replaces(&p.pkg, &prev_name) {
-                    bail!(
-                        "{what} would overwrite /{}, which belongs to {prev_name}, and does not \
-                         declare that it replaces it; the repository is inconsistent",
-                        e.path
-                    );
+    // extraction is sequential, in dependency order.
+    let items: Vec<(&Package, &PathBuf)> = plan.iter().zip(files).collect();
+    let jobs = crate::parallel::cpu_jobs();
+    crate::parallel::ordered(
+        &items,
+        jobs,
+        (jobs * 4).max(8),
+        |_, (p, f)| check_one(p, keys, f),
+        |i, c| {
+            let pkg = items[i].0;
+            let Checked {
+                bytes,
+                data_offset,
+                scripts: pkg_scripts,
+                manifest,
+            } = c;
+            let data = &bytes[data_offset..];
+            let what = pkg.file_name();
+            // apk refuses to overwrite another package's file unless the new one `replaces`
+            // it; the file then belongs to the new package alone.
+            let me = installed.len();
+            for e in manifest.iter().filter(|e| e.kind != EntryKind::Dir) {
+                if let Some(&prev) = owner.get(&e.path) {
+                    let prev_name = installed[prev].0.name.clone();
+                    if !replaces(pkg, &prev_name) {
+                        bail!(
+                            "{what} would overwrite /{}, which belongs to {prev_name}, and does \
+                             not declare that it replaces it; the repository is inconsistent",
+                            e.path
+                        );
+                    }
+                    installed[prev].1.retain(|x| x.path != e.path);
                 }
-                installed[prev].1.retain(|x| x.path != e.path);
+                owner.insert(e.path.clone(), me);
             }
-            owner.insert(e.path.clone(), me);
-        }
-        let gz = flate2::read::MultiGzDecoder::new(data);
-        let placed = x.unpack(gz, &what)?;
-        for i in placed {
-            present.insert(i.path.strip_prefix(b"/").unwrap_or(&i.path).to_vec());
-            present.insert(i.on_disk);
-        }
-        // The index entry carries everything the db needs; the verified .PKGINFO agrees.
-        let mut info = p.pkg.clone();
-        info.size = bytes.len() as u64;
-        installed.push((info.clone(), manifest));
-        scripts.push((info, pkg_scripts));
-    }
+            let gz = flate2::read::MultiGzDecoder::new(data);
+            let placed = x.unpack(gz, &what)?;
+            for i in placed {
+                present.insert(i.path.strip_prefix(b"/").unwrap_or(&i.path).to_vec());
+                present.insert(i.on_disk);
+            }
+            // The index entry carries everything the db needs; the verified .PKGINFO agrees.
+            let mut info = pkg.clone();
+            info.size = bytes.len() as u64;
+            installed.push((info.clone(), manifest));
+            scripts.push((info, pkg_scripts));
+            Ok(())
+        },
+    )?;
     let db_text: String = installed
         .iter()
         .map(|(p, m)| db::installed_record(p, m))
@@ -312,10 +306,10 @@ struct Checked {
     manifest: Vec<ManifestEntry>,
 }
 
-fn check_one(p: &Planned, keys: &Keyring, f: &std::path::Path) -> Result<Checked> {
+fn check_one(p: &Package, keys: &Keyring, f: &std::path::Path) -> Result<Checked> {
     let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-    let v = package::verify(&bytes, keys, &p.pkg)?;
-    let manifest = db::manifest(v.data, &p.pkg.file_name())?;
+    let v = package::verify(&bytes, keys, p)?;
+    let manifest = db::manifest(v.data, &p.file_name())?;
     let data_offset = v.data.as_ptr() as usize - bytes.as_ptr() as usize;
     let scripts = v.scripts;
     Ok(Checked {
@@ -324,38 +318,6 @@ fn check_one(p: &Planned, keys: &Keyring, f: &std::path::Path) -> Result<Checked
         scripts,
         manifest,
     })
-}
-
-/// [`check_one`] for every package, on as many threads as there are cores; results in
-/// plan order, the first failure (in plan order) reported.
-fn check_all(plan: &Plan, keys: &Keyring, files: &[PathBuf]) -> Result<Vec<Checked>> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let n = plan.packages.len().min(files.len());
-    let next = AtomicUsize::new(0);
-    let slots: Vec<Mutex<Option<Result<Checked>>>> = (0..n).map(|_| Mutex::new(None)).collect();
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2)
-        .clamp(1, n.max(1));
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= n {
-                        break;
-                    }
-                    let r = check_one(&plan.packages[i], keys, &files[i]);
-                    *slots[i].lock().unwrap() = Some(r);
-                }
-            });
-        }
-    });
-    slots
-        .into_iter()
-        .map(|m| m.into_inner().unwrap().expect("every package was checked"))
-        .collect()
 }
 
 /// Whether `p` declares `r:` (replaces) for package `name`.
@@ -456,7 +418,7 @@ fn write_apk_state(
     x: &mut Extractor,
     distro: &Distro,
     opts: &Options,
-    plan: &Plan,
+    plan: &Plan<'_>,
     present: &BTreeSet<Vec<u8>>,
     db_text: &str,
     scripts: &[(Package, Scripts)],
@@ -482,7 +444,12 @@ fn write_apk_state(
         b"etc/apk/world",
         format!("{}\n", world.join("\n")).as_bytes(),
     )?;
-    let repos: String = plan.repos.iter().map(|r| format!("{}\n", r.base)).collect();
+    let repos: String = plan
+        .indexes
+        .repos
+        .iter()
+        .map(|r| format!("{}\n", r.base))
+        .collect();
     file(x, b"etc/apk/repositories", repos.as_bytes())?;
     file(
         x,

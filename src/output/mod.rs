@@ -2,7 +2,13 @@
 //! folder, fsynced, then renamed. A failed run removes the temporary file; an interrupted
 //! one (SIGINT/SIGTERM/SIGHUP) does too, through the handler installed by
 //! [`install_signal_cleanup`]. After kill -9 only a hidden `.NAME.partial-PID` file can
-//! remain, never anything under the final name.
+//! remain, never anything under the final name — and the next run for that output removes
+//! it (see [`sweep`]). Directory outputs and their rules are in [`dir`].
+
+pub mod dir;
+pub mod sweep;
+
+pub use dir::{DirKind, Sidecar, StagedDir, check_destination};
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -15,6 +21,8 @@ static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 /// Remove pending temporary outputs when the process is interrupted.
 pub fn install_signal_cleanup() {
     let _ = ctrlc::set_handler(|| {
+        // Children first: nothing may write into a partial output while it is removed.
+        crate::process::kill_all();
         if let Ok(list) = PENDING.lock() {
             for p in list.iter() {
                 let _ = remove_any(p);
@@ -46,6 +54,24 @@ pub fn untrack(p: &Path) {
     }
 }
 
+/// The hidden temporary name osbuilder gives a `tag` ("partial", "work", "old") of output
+/// `name` in this process: `.NAME.TAG-PID`. Per process, so concurrent or killed runs never
+/// collide; recognisable, so [`sweep`] finds the leftovers of dead ones.
+pub fn temp_name(name: &std::ffi::OsStr, tag: &str) -> std::ffi::OsString {
+    let mut n = std::ffi::OsString::from(".");
+    n.push(name);
+    n.push(format!(".{tag}-{}", std::process::id()));
+    n
+}
+
+/// Make a rename in `dir` durable (best effort).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// A file output that appears under its name only when [`AtomicFile::commit`] is called.
 pub struct AtomicFile {
     tmp: PathBuf,
     dest: PathBuf,
@@ -80,11 +106,8 @@ impl AtomicFile {
                 dir.display()
             );
         }
-        let tmp = dir.join(format!(
-            ".{}.partial-{}",
-            name.to_string_lossy(),
-            std::process::id()
-        ));
+        sweep::leftovers(&dir, name);
+        let tmp = dir.join(temp_name(name, "partial"));
         let file = File::create(&tmp).with_context(|| {
             format!(
                 "cannot write output {} (in {})",
@@ -119,9 +142,7 @@ impl AtomicFile {
             format!("renaming {} to {}", self.tmp.display(), self.dest.display())
         })?;
         if let Some(dir) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
+            sync_dir(dir);
         }
         untrack(&self.tmp);
         self.committed = true;
