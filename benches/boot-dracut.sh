@@ -6,14 +6,20 @@
 # is built once before timing; every row then boots from the cache.
 #
 # Usage: benches/boot-dracut.sh [RUNS]   (default 3; needs dracut-core, qemu-system-x86, bc)
+#        OSBUILDER=path/to/osbuilder benches/boot-dracut.sh   (skip the release build: the
+#        times are QEMU's, whichever build starts it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
 runs=${1:-3}
 work=$PWD/benches/work/dracut
 rm -rf "$work" && mkdir -p "$work"
-cargo build --release --quiet
-bin=$PWD/target/release/osbuilder
+if [ -n "${OSBUILDER:-}" ]; then
+    bin=$(realpath "$OSBUILDER")
+else
+    cargo build --release --quiet
+    bin=$PWD/target/release/osbuilder
+fi
 export SOURCE_DATE_EPOCH=1700000000
 [ -x benches/work/kernel/vmlinuz ] || "$bin" kernel fetch -o benches/work/kernel --mirror "$(debian_mirror)"
 kernel=$PWD/benches/work/kernel/vmlinuz
