@@ -164,8 +164,14 @@ fn read_root_hash(f: &Path) -> Result<Verity> {
 /// The kernel's release (`uname -r`): from an x86 bzImage's header, else from a
 /// `vmlinuz-<release>` file name (after symlinks, as `osbuilder kernel fetch` names it).
 pub fn kernel_release(kernel: &Path) -> Option<String> {
-    if let Ok(bytes) = std::fs::read(kernel) {
-        if bytes.get(0x202..0x206) == Some(b"HdrS") {
+    // The setup header and the version string it points at are in the first sectors.
+    let head = std::fs::File::open(kernel).and_then(|f| {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, 64 << 10), &mut b)?;
+        Ok(b)
+    });
+    if let Ok(bytes) = head {
+        if bytes.get(0x202..0x206) == Some(b"HdrS") && bytes.len() > 0x210 {
             let off = u16::from_le_bytes([bytes[0x20e], bytes[0x20f]]) as usize + 0x200;
             if let Some(rest) = bytes.get(off..off.saturating_add(256).min(bytes.len())) {
                 let text = String::from_utf8_lossy(rest);
@@ -372,6 +378,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("no hash partition"), "{e}");
+    }
+
+    #[test]
+    fn the_release_comes_from_the_bzimage_header_or_the_file_name() {
+        let d = tempfile::tempdir().unwrap();
+        let mut bz = vec![0u8; 0x600];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        bz[0x20e..0x210].copy_from_slice(&0x300u16.to_le_bytes());
+        bz[0x500..0x520].copy_from_slice(b"6.12.1-cloud-amd64 (debian@x) #1");
+        std::fs::write(d.path().join("bzImage"), &bz).unwrap();
+        assert_eq!(
+            kernel_release(&d.path().join("bzImage")).as_deref(),
+            Some("6.12.1-cloud-amd64")
+        );
+        std::fs::write(d.path().join("vmlinuz-6.1.0-arm64"), b"not x86").unwrap();
+        std::os::unix::fs::symlink("vmlinuz-6.1.0-arm64", d.path().join("vmlinuz")).unwrap();
+        assert_eq!(
+            kernel_release(&d.path().join("vmlinuz")).as_deref(),
+            Some("6.1.0-arm64")
+        );
     }
 
     #[test]
