@@ -23,4 +23,5 @@ pub mod pkg;
 pub mod process;
 pub mod provision;
 pub mod rootfs;
+pub mod show;
 pub mod tree;

@@ -238,10 +238,8 @@ pub fn boot_initramfs(
     }
     // One builder at a time per entry; whoever waited finds it done.
     let lock = std::fs::File::create(dir.join(format!(".{release}-{key}.lock")))?;
-    // SAFETY: flock on an open descriptor we own.
-    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("locking the boot initramfs cache");
-    }
+    rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+        .context("locking the boot initramfs cache")?;
     if path.is_file() {
         return Ok((path, false));
     }

@@ -170,6 +170,17 @@ pub fn build_initrd(
     compression: Compression,
     level: Option<u32>,
 ) -> Result<(Report, crate::initrd::Packed)> {
+    dracut_initrd(o, output, compression, level).map_err(|e| {
+        crate::error::explain_disk_full(e, &crate::output::folder_of(output), "the initrd")
+    })
+}
+
+fn dracut_initrd(
+    o: &Options,
+    output: &Path,
+    compression: Compression,
+    level: Option<u32>,
+) -> Result<(Report, crate::initrd::Packed)> {
     let level = crate::initrd::check_level(compression, level)?;
     let p = prepare(o)?;
     let work = crate::image::WorkDir::new(output)?;

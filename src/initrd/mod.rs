@@ -51,6 +51,12 @@ pub struct Report {
 }
 
 pub fn build(opts: &Options) -> Result<Report> {
+    build_initrd(opts).map_err(|e| {
+        crate::error::explain_disk_full(e, &crate::output::folder_of(&opts.output), "the initrd")
+    })
+}
+
+fn build_initrd(opts: &Options) -> Result<Report> {
     let level = check_level(opts.compression, opts.level)?;
     let (metadata, metadata_path) =
         crate::tree::load_metadata_for(&opts.rootfs, opts.metadata.as_deref())?;

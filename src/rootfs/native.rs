@@ -51,7 +51,7 @@ pub fn build(
         format.arch_name(arch),
         target.init
     );
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let repo = backend::open(&RepoRequest {
         distro,
