@@ -32,10 +32,16 @@ mkdir -p "$work/kata" "$work/measured"
 "$bin" image "$work/rootfs" -o "$work/kata/kata-containers.img" >/dev/null 2>&1
 "$bin" image "$work/rootfs" --measured -o "$work/measured/kata-containers.img" >/dev/null 2>&1
 
-# Time to ready of one boot.
+# One boot: "<time to ready> <CPU seconds of osbuilder and QEMU until power-off>". On a busy
+# machine the first grows with the load; the second hardly does, and is what the first
+# would be on an idle one (one vCPU, TCG).
 ready() {
-    "$bin" boot --kernel "$kernel" --cache-dir "$cache" --poweroff --timeout 600 "$@" 2>/dev/null \
-        | awk '/^ready after/ {print $3}'
+    local out cpu
+    out=$(mktemp)
+    cpu=$( { TIMEFORMAT='%U %S'; time "$bin" boot --kernel "$kernel" --cache-dir "$cache" \
+        --poweroff --timeout 600 "$@" > "$out" 2>/dev/null; } 2>&1 | awk '{print $1 + $2}')
+    echo "$(awk '/^ready after/ {print $3}' "$out") $cpu"
+    rm -f "$out"
 }
 ready --disk virtio-blk --image "$work/kata/kata-containers.img" >/dev/null # builds the boot initramfs
 
@@ -49,20 +55,20 @@ declare -a names=(
     "measured Kata image, dm-verity over NVDIMM (boot initramfs)|--disk nvdimm --image $work/measured/kata-containers.img"
 )
 echo
-echo "x86_64 q35 under TCG, Debian's cloud kernel; time to the agent's ready line; median of $runs runs; $(nproc) cores."
+echo "x86_64 q35 under TCG, Debian's cloud kernel; median of $runs runs; $(nproc) cores; load average $(cut -d' ' -f1 /proc/loadavg) at the end."
 echo
-echo "| guest | median (s) | range (s) |"
-echo "|---|---|---|"
+echo "| guest | time to ready, median (s) | range (s) | CPU to power-off, median (s) |"
+echo "|---|---|---|---|"
 for row in "${names[@]}"; do
     label=${row%%|*}
     # shellcheck disable=SC2086
     set -- ${row#*|}
-    times=()
+    times=() cpus=()
     for _ in $(seq "$runs"); do
-        t=$(ready "$@")
+        read -r t c < <(ready "$@")
         [ -n "$t" ] || { echo "boot failed: $label" >&2; exit 1; }
-        times+=("$t")
+        times+=("$t") cpus+=("$c")
     done
     sorted=$(printf '%s\n' "${times[@]}" | sort -g)
-    echo "| $label | $(median "${times[@]}") | $(echo "$sorted" | head -n1)–$(echo "$sorted" | tail -n1) |"
+    echo "| $label | $(median "${times[@]}") | $(echo "$sorted" | head -n1)–$(echo "$sorted" | tail -n1) | $(median "${cpus[@]}") |"
 done
