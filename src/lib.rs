@@ -17,6 +17,7 @@ pub mod initrd;
 pub mod kernel;
 pub mod matrix;
 pub mod mirror;
+pub mod oci;
 pub mod output;
 pub mod parallel;
 pub mod pkg;
