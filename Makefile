@@ -167,6 +167,7 @@ bench:
 	benches/image.sh
 	benches/rootfs.sh
 	benches/oci.sh
+	benches/boot-dracut.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"
