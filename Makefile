@@ -4,9 +4,11 @@
 #   make demo                     build, then the main job end to end: a Debian agent-init
 #                                 rootfs → initrd → Debian's kernel → boot to the agent
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
-#                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container)
+#                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container;
+#                                 BUILD_METHOD=dracut: the host's dracut initrd, unpacked)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
-#   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing)
+#   make initrd                   $(INITRD_IMAGE) from $(ROOTFS_DIR) (built first if missing;
+#                                 BUILD_METHOD=dracut: straight from dracut, no rootfs)
 #   make all                      image + initrd
 #   make smoke                    boot $(INITRD_IMAGE) under QEMU with Debian's kernel
 #   make release                  build $(RELEASE_FILE) and write Kata's release tree in
@@ -33,17 +35,25 @@ ARCH       ?=
 OS_VERSION ?=
 AGENT_INIT ?= no
 EXTRA_PKGS ?=
-ROOTFS_DIR ?= $(CURDIR)/$(DISTRO)_rootfs
 REPO_URL   ?=
 AGENT_SOURCE_BIN   ?=
 AGENT_TARBALL      ?=
 KERNEL_MODULES_DIR ?=
 ROOTFS_ONLY        ?= no
+# distro | dracut (Kata's variables; dracut: the host is the base, see docs/dracut.md)
 BUILD_METHOD       ?= distro
 # Kata's container build mode: the distro's own installer in a builder container.
 # USE_DOCKER wins when both are set; empty, false, no and 0 mean off.
 USE_DOCKER         ?=
 USE_PODMAN         ?=
+DRACUT_KVERSION    ?=
+DRACUT_KMODDIR     ?=
+DRACUT_PROFILES    ?= kata
+ifeq ($(BUILD_METHOD),dracut)
+ROOTFS_DIR ?= $(CURDIR)/dracut_rootfs
+else
+ROOTFS_DIR ?= $(CURDIR)/$(DISTRO)_rootfs
+endif
 # --- image (Kata's image_builder.sh variables) ---
 IMAGE                   ?= kata-containers.img
 FS_TYPE                 ?= ext4
@@ -78,6 +88,16 @@ ROOTFS_FLAGS := --distro $(DISTRO) \
 	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent) \
 	--builder $(BUILDER)
 
+AGENT_FLAGS := $(if $(call yes,$(AGENT_INIT)),--agent-init,--systemd) \
+	$(if $(AGENT_SOURCE_BIN),--agent-bin $(AGENT_SOURCE_BIN)) \
+	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL)) \
+	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent)
+
+DRACUT_FLAGS := --method dracut $(AGENT_FLAGS) \
+	$(foreach p,$(DRACUT_PROFILES),--profile $(p)) \
+	$(if $(DRACUT_KVERSION),--kver $(DRACUT_KVERSION)) \
+	$(if $(DRACUT_KMODDIR),--kmoddir $(DRACUT_KMODDIR))
+
 IMAGE_FLAGS := --fs $(FS_TYPE) --free-mb $(ROOT_FREE_SPACE) --block-size $(BLOCK_SIZE) \
 	--align-mb $(IMAGE_SIZE_ALIGNMENT_MB) \
 	$(if $(call yes,$(SKIP_DAX_HEADER)),--no-dax) \
@@ -98,8 +118,10 @@ $(OSBUILDER):
 check-vars:
 	@case "$(AGENT_INIT)" in yes|no|true|false|1|0) ;; \
 	  *) echo "AGENT_INIT must be yes or no (got '$(AGENT_INIT)')" >&2; exit 2;; esac
-	@if [ "$(BUILD_METHOD)" != "distro" ]; then \
-	  echo "BUILD_METHOD=$(BUILD_METHOD): only 'distro' is available yet (the dracut mode is not)." >&2; exit 2; fi
+	@case "$(BUILD_METHOD)" in distro|dracut) ;; \
+	  *) echo "BUILD_METHOD must be distro or dracut (got '$(BUILD_METHOD)')" >&2; exit 2;; esac
+	@if [ "$(BUILD_METHOD)" = dracut ] && [ "$(BUILDER)" != native ]; then \
+	  echo "BUILD_METHOD=dracut builds from the host's dracut: unset USE_DOCKER/USE_PODMAN" >&2; exit 2; fi
 
 # --- demo: what a newcomer runs first (outputs in $(DEMO_DIR); rerunning replaces them) ---
 DEMO_DIR  ?= $(CURDIR)/demo
@@ -124,8 +146,13 @@ $(info USE_DOCKER/USE_PODMAN: the rootfs is built with --builder $(BUILDER); pac
 endif
 endif
 
+ifeq ($(BUILD_METHOD),dracut)
+rootfs: check-vars $(OSBUILDER)
+	$(OSBUILDER) rootfs $(DRACUT_FLAGS) -o "$(ROOTFS_DIR)"
+else
 rootfs: check-vars $(OSBUILDER)
 	$(OSBUILDER) rootfs $(ROOTFS_FLAGS) -o "$(ROOTFS_DIR)"
+endif
 
 # Build the rootfs only when it does not exist yet (run `make rootfs` to rebuild).
 $(ROOTFS_DIR): | $(OSBUILDER)
@@ -134,8 +161,13 @@ $(ROOTFS_DIR): | $(OSBUILDER)
 image: check-vars | $(ROOTFS_DIR)
 	$(OSBUILDER) image "$(ROOTFS_DIR)" -o "$(IMAGE)" $(IMAGE_FLAGS)
 
+ifeq ($(BUILD_METHOD),dracut)
+initrd: check-vars $(OSBUILDER)
+	$(OSBUILDER) initrd $(DRACUT_FLAGS) -o "$(INITRD_IMAGE)" --compression $(INITRD_COMPRESSION)
+else
 initrd: check-vars | $(ROOTFS_DIR)
 	$(OSBUILDER) initrd "$(ROOTFS_DIR)" -o "$(INITRD_IMAGE)" --compression $(INITRD_COMPRESSION)
+endif
 
 smoke: $(OSBUILDER)
 	$(OSBUILDER) kernel fetch $(if $(ARCH),--arch $(ARCH)) -o "$(KERNEL_DIR)"
@@ -184,6 +216,7 @@ bench:
 	benches/container.sh
 	benches/release.sh
 	benches/oci.sh
+	benches/boot-dracut.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"

@@ -1,6 +1,7 @@
-//! Embeds `distros/` and `profiles/` into the binary so that one static file carries all
-//! distro and host-profile data. Adding a distro is adding a folder, adding a profile adding
-//! a file: this script picks up every file under both.
+//! Embeds `distros/`, `profiles/` and `dracut-profiles/` into the binary so that one static
+//! file carries all distro data, host profiles and dracut profiles. Adding a distro or a
+//! dracut profile is adding a folder, adding a host profile adding a file: this script picks
+//! up every file under all three.
 //!
 //! Also builds the reference agent (agent-init/) as a static executable for the target and
 //! embeds it, so `osbuilder rootfs` can install an agent when the user brings none.
@@ -26,6 +27,11 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
 fn main() {
     embed_folder("distros", "EMBEDDED_DISTRO_FILES", "embedded_distros.rs");
     embed_folder("profiles", "EMBEDDED_PROFILE_FILES", "embedded_profiles.rs");
+    embed_folder(
+        "dracut-profiles",
+        "EMBEDDED_DRACUT_PROFILE_FILES",
+        "embedded_dracut_profiles.rs",
+    );
     build_reference_agent();
 }
 

@@ -4,9 +4,12 @@
 //! each primed with the previous 32 KiB as dictionary and ended with a sync flush, then
 //! concatenated into ONE gzip member. (Several members would also be valid gzip, but the
 //! kernel's initramfs unpacker is only known-good with a single stream.)
+//!
+//! [`reader`] goes the other way for archives osbuilder reads back (an initrd to unpack):
+//! the compression is recognised from the first bytes, as the kernel does.
 
 use std::collections::VecDeque;
-use std::io::{self, Write};
+use std::io::{self, BufRead, Read, Write};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -48,6 +51,65 @@ impl Compression {
             Compression::None => "none",
         }
     }
+}
+
+/// The compression a stream's first bytes announce; `None` for anything else (an
+/// uncompressed archive, or a format osbuilder does not read).
+pub fn sniff(head: &[u8]) -> Option<Compression> {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some(Compression::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(Compression::Zstd)
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some(Compression::Xz)
+    } else {
+        None
+    }
+}
+
+/// Other formats the kernel can unpack but osbuilder cannot, by magic (for the error).
+fn unsupported(head: &[u8]) -> Option<&'static str> {
+    if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head.starts_with(&[0x02, 0x21, 0x4c, 0x18])
+        || head.starts_with(&[0x04, 0x22, 0x4d, 0x18])
+    {
+        Some("lz4")
+    } else if head.starts_with(&[0x5d, 0x00, 0x00]) {
+        Some("lzma")
+    } else if head.starts_with(&[0x89, b'L', b'Z', b'O']) {
+        Some("lzo")
+    } else {
+        None
+    }
+}
+
+/// A reader that decompresses `r` according to its first bytes (gzip, zstd, xz), or
+/// passes it through when it is not compressed.
+pub fn reader<'a, R: Read + 'a>(r: R) -> io::Result<(Compression, Box<dyn Read + 'a>)> {
+    let mut buf = io::BufReader::with_capacity(1 << 20, r);
+    let head = buf.fill_buf()?.to_vec();
+    if let Some(name) = unsupported(&head) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{name}-compressed data: osbuilder reads gzip, zstd, xz or uncompressed"),
+        ));
+    }
+    Ok(match sniff(&head) {
+        Some(Compression::Gzip) => (
+            Compression::Gzip,
+            Box::new(flate2::bufread::MultiGzDecoder::new(buf)),
+        ),
+        Some(Compression::Zstd) => (
+            Compression::Zstd,
+            Box::new(zstd::stream::read::Decoder::with_buffer(buf)?),
+        ),
+        Some(Compression::Xz) => (
+            Compression::Xz,
+            Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buf)),
+        ),
+        _ => (Compression::None, Box::new(buf)),
+    })
 }
 
 /// A compressing writer that must be finished explicitly (to write trailers).
@@ -342,7 +404,6 @@ fn deflate_chunk(input: &[u8], dict: &[u8], level: u32, last: bool) -> io::Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn sample(n: usize) -> Vec<u8> {
         // Compressible but not trivial: text-ish with a slowly changing pattern.
@@ -437,5 +498,39 @@ mod tests {
             };
             assert_eq!(back, data, "{c:?}");
         }
+    }
+
+    #[test]
+    fn reader_recognises_what_writer_wrote() {
+        let data = sample(CHUNK + 99);
+        for c in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::None,
+        ] {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            struct Shared(Arc<Mutex<Vec<u8>>>);
+            impl Write for Shared {
+                fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                    self.0.lock().unwrap().extend_from_slice(b);
+                    Ok(b.len())
+                }
+                fn flush(&mut self) -> io::Result<()> {
+                    Ok(())
+                }
+            }
+            let mut w = writer(c, c.default_level(), Shared(buf.clone())).unwrap();
+            w.write_all(&data).unwrap();
+            w.finish().unwrap();
+            let out = buf.lock().unwrap().clone();
+            let (found, mut r) = reader(&out[..]).unwrap();
+            assert_eq!(found, c);
+            let mut back = Vec::new();
+            r.read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "{c:?}");
+        }
+        let e = reader(&b"BZh91AY&SY"[..]).err().unwrap().to_string();
+        assert!(e.contains("bzip2"), "{e}");
     }
 }

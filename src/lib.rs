@@ -15,6 +15,7 @@ pub mod builder;
 pub mod cli;
 pub mod compress;
 pub mod distro;
+pub mod dracut;
 pub mod error;
 pub mod events;
 pub mod image;

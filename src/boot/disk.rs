@@ -1,6 +1,8 @@
 //! Where the root filesystem is inside a disk image, so `osbuilder boot --image` can write
 //! `root=` and `rootfstype=` itself: the partition table (MBR, or GPT behind a protective
-//! MBR) and the filesystem's superblock magic. Read-only, a few sectors.
+//! MBR) and the filesystem's superblock magic; also whether the image carries Kata's DAX
+//! header (an NVDIMM guest needs it) and a partition after the root without a filesystem
+//! (a measured image's dm-verity hash tree). Read-only, a few sectors.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -39,11 +41,19 @@ pub struct RootLocation {
 pub struct ImageInfo {
     pub format: ImageFormat,
     pub root: RootLocation,
+    /// The partition right after the root when it holds no filesystem we know: where a
+    /// measured image keeps its hash tree.
+    pub hash_partition: Option<u32>,
+    /// Kata's DAX header: the `nd_pfn_sb` info block at 4 KiB.
+    pub dax_header: bool,
+    /// The file's size in bytes.
+    pub size: u64,
 }
 
 pub fn inspect(path: &Path) -> Result<ImageInfo> {
     let mut f =
         File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    let size = f.metadata()?.len();
     let mut head = [0u8; 4];
     read_at(&mut f, 0, &mut head)?;
     if &head == b"QFI\xfb" {
@@ -55,12 +65,20 @@ pub fn inspect(path: &Path) -> Result<ImageInfo> {
                 partition: Some(1),
                 fstype: None,
             },
+            hash_partition: None,
+            dax_header: false,
+            size,
         });
     }
-    let root = find_root(&mut f)?;
+    let (root, hash_partition) = find_root(&mut f)?;
+    let mut pfn = [0u8; 16];
+    read_at(&mut f, crate::image::dax::INFO_OFFSET, &mut pfn)?;
     Ok(ImageInfo {
         format: ImageFormat::Raw,
         root,
+        hash_partition,
+        dax_header: &pfn == crate::image::dax::SIGNATURE,
+        size,
     })
 }
 
@@ -92,20 +110,32 @@ pub fn root_filesystem(path: &Path) -> Result<Option<(u64, &'static str)>> {
     Ok(probe_fs(&mut f, 0)?.map(|fs| (0, fs)))
 }
 
-/// The first partition holding a filesystem we recognise; or the whole disk.
-fn find_root(f: &mut File) -> Result<RootLocation> {
-    for (number, start) in partitions(f)? {
+/// The first partition holding a filesystem we recognise (or the whole disk), and the
+/// partition after it when that one holds none.
+fn find_root(f: &mut File) -> Result<(RootLocation, Option<u32>)> {
+    let parts = partitions(f)?;
+    for (i, &(number, start)) in parts.iter().enumerate() {
         if let Some(fs) = probe_fs(f, start * SECTOR)? {
-            return Ok(RootLocation {
-                partition: Some(number),
-                fstype: Some(fs),
-            });
+            let hash = match parts.get(i + 1) {
+                Some(&(n, s)) if probe_fs(f, s * SECTOR)?.is_none() => Some(n),
+                _ => None,
+            };
+            return Ok((
+                RootLocation {
+                    partition: Some(number),
+                    fstype: Some(fs),
+                },
+                hash,
+            ));
         }
     }
-    Ok(RootLocation {
-        partition: None,
-        fstype: probe_fs(f, 0)?,
-    })
+    Ok((
+        RootLocation {
+            partition: None,
+            fstype: probe_fs(f, 0)?,
+        },
+        None,
+    ))
 }
 
 /// (number, first LBA) of every used partition, from the MBR or the GPT.
@@ -265,6 +295,28 @@ mod tests {
                 fstype: Some("ext4")
             }
         );
+    }
+
+    #[test]
+    fn a_measured_kata_image_shows_its_hash_partition_and_dax_header() {
+        let mut f = image(
+            &[(0x83, 6144), (0x83, 10_000)],
+            Some((3 << 20, &[0x53, 0xef], 1024 + 56)),
+        );
+        {
+            let file = f.as_file_mut();
+            file.seek(SeekFrom::Start(crate::image::dax::INFO_OFFSET))
+                .unwrap();
+            file.write_all(&crate::image::dax::pfn_info_block())
+                .unwrap();
+        }
+        let info = inspect(f.path()).unwrap();
+        assert_eq!(info.hash_partition, Some(2));
+        assert!(info.dax_header);
+        assert_eq!(info.size, 8 << 20);
+        let plain = image(&[(0x83, 6144)], Some((3 << 20, &[0x53, 0xef], 1024 + 56)));
+        let info = inspect(plain.path()).unwrap();
+        assert_eq!((info.hash_partition, info.dax_header), (None, false));
     }
 
     #[test]

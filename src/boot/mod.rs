@@ -3,9 +3,11 @@
 //! report how long it took, and never leave the guest running.
 //!
 //! Data flows one way: [`plan`] checks the inputs and builds the QEMU command line
-//! (`qemu.rs`, `disk.rs`), [`run`] starts the guest and feeds its console (`console.rs`) into
-//! a small state machine until the ready line, a panic, QEMU's exit or the deadline.
+//! (`qemu.rs`, `disk.rs`; how an image is attached and what the kernel needs for it:
+//! `attach.rs`), [`run`] starts the guest and feeds its console (`console.rs`) into a small
+//! state machine until the ready line, a panic, QEMU's exit or the deadline.
 
+pub mod attach;
 pub mod console;
 pub mod disk;
 pub mod qemu;
@@ -50,6 +52,12 @@ pub struct Options {
     /// Ask the agent to power off after the ready line and require a clean power-off.
     pub poweroff: bool,
     pub disk_bus: DiskBus,
+    /// Kata's root_hash.txt for a measured image; None: the one beside the image, if any.
+    pub root_hash: Option<PathBuf>,
+    /// The kernel's modules folder; None: found beside the kernel or in /lib/modules.
+    pub modules: Option<PathBuf>,
+    /// Where the boot initramfs is cached (default: osbuilder's download cache).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Options {
@@ -65,6 +73,9 @@ impl Options {
             expect: crate::agent::READY_MARKER.to_string(),
             poweroff: false,
             disk_bus: DiskBus::Nvme,
+            root_hash: None,
+            modules: None,
+            cache_dir: None,
         }
     }
 }
@@ -78,6 +89,9 @@ pub struct Plan {
     pub kernel_recognised: bool,
     /// A UEFI boot (uefi.rs): firmware and disk instead of a kernel and its command line.
     pub uefi: Option<uefi::UefiMachine>,
+    /// What the plan decided that the user should hear (a boot initramfs built, an
+    /// assumption made).
+    pub notes: Vec<String>,
 }
 
 impl Plan {
@@ -163,33 +177,85 @@ pub fn plan(o: &Options) -> Result<Plan> {
     let target = arch.qemu();
     let qemu = qemu::find_binary(&target)?;
 
+    let mut notes = Vec::new();
+    let mut initrd = o.initrd.clone();
     let (disk, root) = match &o.image {
         Some(path) => {
             let info = disk::inspect(path)?;
-            let root = (o.disk_bus.device(info.root.partition), info.root.fstype);
+            let a = attach::plan(o.disk_bus, arch, path, &info, o.root_hash.as_deref())?;
+            if initrd.is_none() {
+                initrd = initramfs_for(o, &a.modules, &mut notes)?;
+            }
             let disk = Disk {
                 path: path.clone(),
                 format: info.format,
                 bus: o.disk_bus,
+                size: info.size,
             };
-            (Some(disk), Some(root))
+            (Some(disk), Some(a.root))
         }
         None => (None, None),
     };
-    let cmdline = qemu::kernel_cmdline(arch, root, o.poweroff, o.append.as_deref());
+    let cmdline = qemu::kernel_cmdline(arch, root.as_deref(), o.poweroff, o.append.as_deref());
     Ok(Plan {
         qemu,
         kernel_recognised: from_kernel.is_some(),
         uefi: None,
+        notes,
         machine: Machine {
             arch,
             memory_mb: o.memory_mb,
             kernel: o.kernel.clone(),
-            initrd: o.initrd.clone(),
+            initrd,
             disk,
             cmdline,
         },
     })
+}
+
+/// The initramfs an attachment needs when the kernel has `modules` as loadable modules:
+/// built with the dracut method from the kernel's own modules (and cached), or None when
+/// the kernel has them built in (or has no modules folder to tell: Kata's kernels).
+fn initramfs_for(
+    o: &Options,
+    modules: &[String],
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
+    if modules.is_empty() {
+        return Ok(None);
+    }
+    let Some(release) = attach::kernel_release(&o.kernel) else {
+        notes.push(format!(
+            "cannot tell the release of {}: assuming {} built in (else give --initrd)",
+            o.kernel.display(),
+            modules.join(" ")
+        ));
+        return Ok(None);
+    };
+    let Some(dir) = attach::modules_dir(&o.kernel, &release, o.modules.as_deref()) else {
+        notes.push(format!(
+            "no modules folder for kernel {release}: assuming {} built in (else give --modules \
+             DIR or --initrd)",
+            modules.join(" ")
+        ));
+        return Ok(None);
+    };
+    let missing = attach::not_built_in(&dir, modules)?;
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    let (path, built) = attach::boot_initramfs(&release, &dir, o.cache_dir.as_deref())?;
+    notes.push(format!(
+        "kernel {release} has {} as modules: boot initramfs {} ({})",
+        missing.join(" "),
+        path.display(),
+        if built {
+            "built with the dracut method"
+        } else {
+            "cached"
+        }
+    ));
+    Ok(Some(path))
 }
 
 fn check_file(p: &Path, what: &str) -> Result<()> {

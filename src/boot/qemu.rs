@@ -16,8 +16,12 @@ use crate::arch::{Arch, QemuTarget};
 pub enum DiskBus {
     /// NVMe: built into Debian's cloud kernels, so no initramfs is needed.
     Nvme,
-    /// virtio-blk: what Kata's runtime uses; needs virtio_blk built in or in the initramfs.
+    /// virtio-blk: what Kata's runtime uses by default (root=/dev/vda1).
+    #[value(name = "virtio-blk", alias = "virtio")]
     Virtio,
+    /// NVDIMM: Kata's runtime maps the image as guest memory (QEMU memory-backend-file +
+    /// nvdimm); the DAX header makes it /dev/pmem0, mounted with rootflags=dax.
+    Nvdimm,
 }
 
 impl DiskBus {
@@ -28,6 +32,17 @@ impl DiskBus {
             (DiskBus::Nvme, Some(n)) => format!("/dev/nvme0n1p{n}"),
             (DiskBus::Virtio, None) => "/dev/vda".into(),
             (DiskBus::Virtio, Some(n)) => format!("/dev/vda{n}"),
+            (DiskBus::Nvdimm, None) => "/dev/pmem0".into(),
+            (DiskBus::Nvdimm, Some(n)) => format!("/dev/pmem0p{n}"),
+        }
+    }
+
+    /// The name `--disk` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskBus::Nvme => "nvme",
+            DiskBus::Virtio => "virtio-blk",
+            DiskBus::Nvdimm => "nvdimm",
         }
     }
 }
@@ -38,6 +53,14 @@ pub struct Disk {
     pub path: PathBuf,
     pub format: ImageFormat,
     pub bus: DiskBus,
+    /// Bytes; an NVDIMM is exactly the file's size.
+    pub size: u64,
+}
+
+/// Room for hot-pluggable memory beside the guest's RAM, in MiB: an NVDIMM lives there,
+/// and QEMU aligns each slot, so leave a GiB beyond the image.
+fn nvdimm_maxmem_mb(memory_mb: u32, size: u64) -> u64 {
+    memory_mb as u64 + (size.div_ceil(1 << 20)).div_ceil(1024) * 1024 + 1024
 }
 
 /// Everything that goes on the QEMU command line.
@@ -51,12 +74,13 @@ pub struct Machine {
     pub cmdline: String,
 }
 
-/// The kernel command line: serial console and panic=-1 first, then `root=` for a disk (unless
-/// the user's `append` names its own root), the power-off switch, then `append` verbatim, so
-/// the user's words come last and win where the kernel lets the last one win (console=).
+/// The kernel command line: serial console and panic=-1 first, then the words that mount
+/// a disk's root (`root=`…, see attach.rs; left out when the user's `append` names its own
+/// root), the power-off switch, then `append` verbatim, so the user's words come last and
+/// win where the kernel lets the last one win (console=).
 pub fn kernel_cmdline(
     arch: Arch,
-    root: Option<(String, Option<&str>)>,
+    root: Option<&[String]>,
     poweroff: bool,
     append: Option<&str>,
 ) -> String {
@@ -65,12 +89,8 @@ pub fn kernel_cmdline(
         "panic=-1".into(),
     ];
     let user_root = append.is_some_and(|a| a.split_whitespace().any(|w| w.starts_with("root=")));
-    if let (Some((dev, fstype)), false) = (root, user_root) {
-        words.push(format!("root={dev}"));
-        if let Some(t) = fstype {
-            words.push(format!("rootfstype={t}"));
-        }
-        words.push("ro".into());
+    if let (Some(root), false) = (root, user_root) {
+        words.extend(root.iter().cloned());
     }
     if poweroff {
         words.push(format!("{}=1", crate::agent::POWEROFF_PARAM));
@@ -93,11 +113,24 @@ pub fn qemu_args(m: &Machine) -> Vec<OsString> {
     let q = m.arch.qemu();
     let mut a: Vec<OsString> = Vec::new();
     let mut push = |xs: &[&str]| a.extend(xs.iter().map(OsString::from));
-    push(&["-accel", "tcg", "-machine", q.machine]);
+    let nvdimm = m.disk.as_ref().filter(|d| d.bus == DiskBus::Nvdimm);
+    let machine = match nvdimm {
+        Some(_) => format!("{},nvdimm=on", q.machine),
+        None => q.machine.to_string(),
+    };
+    push(&["-accel", "tcg", "-machine", &machine]);
     if let Some(cpu) = q.cpu {
         push(&["-cpu", cpu]);
     }
-    push(&["-m", &m.memory_mb.to_string(), "-smp", "1"]);
+    let memory = match nvdimm {
+        Some(d) => format!(
+            "{},slots=2,maxmem={}M",
+            m.memory_mb,
+            nvdimm_maxmem_mb(m.memory_mb, d.size)
+        ),
+        None => m.memory_mb.to_string(),
+    };
+    push(&["-m", &memory, "-smp", "1"]);
     push(&["-nodefaults", "-no-user-config", "-display", "none"]);
     push(&["-serial", "stdio", "-no-reboot", "-nic", "none"]);
     a.push("-kernel".into());
@@ -106,7 +139,18 @@ pub fn qemu_args(m: &Machine) -> Vec<OsString> {
         a.push("-initrd".into());
         a.push(i.clone().into());
     }
-    if let Some(d) = &m.disk {
+    if let Some(d) = nvdimm {
+        // As Kata's runtime: the file mapped read-only as guest memory, an unarmed NVDIMM.
+        let mut backend =
+            OsString::from("memory-backend-file,id=osbmem,share=off,readonly=on,size=");
+        backend.push(d.size.to_string());
+        backend.push(",mem-path=");
+        backend.push(escape_commas(&d.path));
+        a.push("-object".into());
+        a.push(backend);
+        a.push("-device".into());
+        a.push("nvdimm,id=osbnvdimm,memdev=osbmem,unarmed=on".into());
+    } else if let Some(d) = &m.disk {
         let mut drive = OsString::from("if=none,id=osbdisk,readonly=on,format=");
         drive.push(d.format.qemu_name());
         drive.push(",file=");
@@ -116,7 +160,7 @@ pub fn qemu_args(m: &Machine) -> Vec<OsString> {
         a.push("-device".into());
         a.push(match d.bus {
             DiskBus::Nvme => "nvme,drive=osbdisk,serial=osbuilder".into(),
-            DiskBus::Virtio => "virtio-blk-pci,drive=osbdisk".into(),
+            DiskBus::Virtio | DiskBus::Nvdimm => "virtio-blk-pci,drive=osbdisk".into(),
         });
     }
     a.push("-append".into());
@@ -244,6 +288,7 @@ mod tests {
             path: "/i/a,b.img".into(),
             format: ImageFormat::Raw,
             bus: DiskBus::Nvme,
+            size: 128 << 20,
         });
         let a = joined(&qemu_args(&m));
         assert!(a.contains("-machine virt -cpu cortex-a57"), "{a}");
@@ -255,15 +300,38 @@ mod tests {
     }
 
     #[test]
+    fn an_nvdimm_is_a_read_only_file_backed_memory_device() {
+        let mut m = machine(Arch::X86_64);
+        m.disk = Some(Disk {
+            path: "/i/kata.img".into(),
+            format: ImageFormat::Raw,
+            bus: DiskBus::Nvdimm,
+            size: 128 << 20,
+        });
+        let a = joined(&qemu_args(&m));
+        assert!(a.contains("-machine q35,nvdimm=on"), "{a}");
+        assert!(a.contains("-m 512,slots=2,maxmem=2560M"), "{a}");
+        assert!(a.contains(
+            "-object memory-backend-file,id=osbmem,share=off,readonly=on,size=134217728,\
+             mem-path=/i/kata.img -device nvdimm,id=osbnvdimm,memdev=osbmem,unarmed=on"
+        ));
+        assert!(!a.contains("-drive"), "{a}");
+        assert_eq!(DiskBus::Nvdimm.device(Some(1)), "/dev/pmem0p1");
+    }
+
+    #[test]
     fn cmdline_defaults_and_overrides() {
         assert_eq!(
             kernel_cmdline(Arch::X86_64, None, false, None),
             "console=ttyS0 panic=-1"
         );
+        let root: Vec<String> = ["root=/dev/nvme0n1p1", "rootfstype=ext4", "ro"]
+            .map(String::from)
+            .to_vec();
         assert_eq!(
             kernel_cmdline(
                 Arch::Aarch64,
-                Some((DiskBus::Nvme.device(Some(1)), Some("ext4"))),
+                Some(&root),
                 true,
                 Some("quiet  init=/usr/bin/kata-agent")
             ),
@@ -272,12 +340,7 @@ mod tests {
         );
         // The user's root= replaces ours entirely.
         assert_eq!(
-            kernel_cmdline(
-                Arch::X86_64,
-                Some((DiskBus::Virtio.device(Some(1)), Some("xfs"))),
-                false,
-                Some("root=/dev/vda2 rw")
-            ),
+            kernel_cmdline(Arch::X86_64, Some(&root), false, Some("root=/dev/vda2 rw")),
             "console=ttyS0 panic=-1 root=/dev/vda2 rw"
         );
         assert_eq!(DiskBus::Virtio.device(None), "/dev/vda");

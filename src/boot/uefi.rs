@@ -224,6 +224,7 @@ pub fn plan(o: &UefiOptions) -> Result<Plan> {
         },
         kernel_recognised: true,
         uefi: Some(uefi),
+        notes: Vec::new(),
     })
 }
 

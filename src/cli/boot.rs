@@ -17,9 +17,16 @@ lines. The guest is always stopped when the command ends, also on Ctrl-C.\n\n\
 Kernel command line: console=<ttyS0|ttyAMA0|hvc0|ttysclp0> panic=-1, then for --image \
 root=<partition holding the first ext4/xfs/erofs filesystem> rootfstype=<type> ro (left out \
 when --append has root=), then osbuilder.poweroff=1 with --poweroff, then --append.\n\n\
-Disk images are attached read-only as NVMe by default: Debian's cloud kernels have NVMe and \
-ext4 built in but virtio_blk as a module, so an image boots without an initramfs. Use \
---disk-bus virtio for kernels with virtio_blk built in (Kata's).\n\n\
+Disk images are attached read-only as NVMe by default (Debian's cloud kernels have NVMe and \
+ext4 built in, so an image boots without an initramfs), or as Kata's runtime attaches them: \
+--disk virtio-blk (root=/dev/vda1) or --disk nvdimm (QEMU memory-backend-file + nvdimm, the \
+DAX header's pfn device, root=/dev/pmem0p1 rootflags=dax). A measured image (osbuilder image \
+--measured: a hash partition and root_hash.txt beside it, or --root-hash) boots with \
+dm-verity: dm-mod.create=… root=/dev/dm-0. When the kernel has the drivers this needs as \
+modules (Debian's: virtio_blk, nfit/nd_pmem, dm_verity) and no --initrd is given, a boot \
+initramfs is built with the dracut method (profiles image-boot, virtio, nvdimm, verity) from \
+the kernel's modules (--modules, else the modules/<release> folder `osbuilder kernel fetch` \
+writes beside it, else /lib/modules/<release>) and cached.\n\n\
 --firmware uefi boots a disk as a machine would: OVMF (x86_64, package ovmf) or AAVMF \
 (aarch64, package qemu-efi-aarch64) starts the boot program on the disk's EFI system partition \
 (osbuilder image --profile), which brings its own kernel and command line: no --kernel. The \
@@ -28,6 +35,7 @@ disk is attached over NVMe as a snapshot (writable for the guest, the file uncha
 runs; a host usually needs --expect (e.g. 'Reached target multi-user.target').\n\n\
 Examples:\n  osbuilder boot --kernel vmlinuz --initrd kata-containers-initrd.img\n  \
 osbuilder boot --kernel vmlinuz --image kata-containers.img --poweroff\n  \
+osbuilder boot --kernel kernel/vmlinuz --image kata-containers.img --disk nvdimm --poweroff\n  \
 osbuilder boot --arch aarch64 --kernel vmlinuz-arm64 --initrd initrd.img --verbose\n  \
 osbuilder boot --kernel vmlinuz --image img --expect 'kata-agent' --timeout 300\n  \
 osbuilder boot --firmware uefi --image host.img --expect 'Reached target multi-user.target'"
@@ -62,8 +70,23 @@ pub struct Args {
     #[arg(long)]
     poweroff: bool,
     /// How the disk image is attached
-    #[arg(long, value_enum, default_value = "nvme")]
+    #[arg(
+        long = "disk",
+        visible_alias = "disk-bus",
+        value_enum,
+        default_value = "nvme"
+    )]
     disk_bus: DiskBus,
+    /// Kata's root hash file of a measured image [default: root_hash.txt beside the image]
+    #[arg(long, value_name = "FILE")]
+    root_hash: Option<PathBuf>,
+    /// The kernel's modules folder, for the boot initramfs [default: modules/<release>
+    /// beside the kernel, else /lib/modules/<release>]
+    #[arg(long, value_name = "DIR")]
+    modules: Option<PathBuf>,
+    /// Cache for the boot initramfs (default as for `osbuilder rootfs`)
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
     /// Show the console live (on stderr)
     #[arg(short, long)]
     verbose: bool,
@@ -98,6 +121,9 @@ pub fn run(a: Args) -> Result<()> {
     }
     o.poweroff = a.poweroff;
     o.disk_bus = a.disk_bus;
+    o.root_hash = a.root_hash;
+    o.modules = a.modules;
+    o.cache_dir = a.cache_dir;
 
     let plan = match a.firmware {
         Some(Firmware::Uefi) => boot::uefi::plan(&boot::uefi::UefiOptions {
@@ -108,6 +134,9 @@ pub fn run(a: Args) -> Result<()> {
         })?,
         None => boot::plan(&o)?,
     };
+    for n in &plan.notes {
+        eprintln!("osbuilder: {n}");
+    }
     let m = &plan.machine;
     let what = match &plan.uefi {
         Some(u) => format!(

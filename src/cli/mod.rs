@@ -6,6 +6,7 @@ mod boot;
 mod build;
 mod builder_image;
 mod cache;
+mod dracut_args;
 mod image;
 mod initrd;
 mod kernel;

@@ -4,6 +4,7 @@ use anyhow::Result;
 
 use super::agent_args::AgentArgs;
 use super::builder_image::BuilderArg;
+use super::dracut_args::{self, DracutArgs, Method};
 use crate::arch::Arch;
 use crate::distro::InitMode;
 use crate::rootfs::{self, Options};
@@ -24,12 +25,24 @@ osbuilder rootfs --distro debian --arch arm64 --profile virtualization -o host\n
 osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
 osbuilder rootfs --distro debian --builder podman --agent-init -o rootfs\n  \
 osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
-osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs"
+osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs\n  \
+osbuilder rootfs --method dracut --agent-init -o dracut_rootfs\n  \
+osbuilder rootfs --from-initrd kata-containers-initrd.img -o rootfs\n\n\
+--method dracut builds Kata's dracut initrd from the host (see `osbuilder initrd --help`) and \
+unpacks it as the rootfs; --from-initrd unpacks an initrd you have (gzip, zstd, xz or none)."
 )]
 pub struct Args {
-    /// Distro (see `osbuilder matrix`)
-    #[arg(long)]
-    distro: String,
+    /// Distro (see `osbuilder matrix`); not with --method dracut
+    #[arg(long, required_unless_present_any = ["method", "from_initrd"])]
+    distro: Option<String>,
+    /// How the rootfs is made
+    #[arg(long, value_enum)]
+    method: Option<Method>,
+    #[command(flatten)]
+    dracut: DracutArgs,
+    /// Unpack this initrd (compressed or not) as the rootfs, instead of building one
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["distro", "method"])]
+    from_initrd: Option<std::path::PathBuf>,
     /// Target architecture (x86_64/amd64, aarch64/arm64, ppc64le/ppc64el, s390x); default: host
     #[arg(long)]
     arch: Option<Arch>,
@@ -90,13 +103,9 @@ pub struct Args {
     /// Build a bare rootfs without the agent (Kata's ROOTFS_ONLY)
     #[arg(long, conflicts_with_all = ["agent_bin", "agent_tarball"])]
     no_agent: bool,
-    /// Build a host, not a guest: a host profile's packages, files and units (baremetal,
-    /// virtualization; see profiles/), systemd as init, no agent
-    #[arg(long, value_name = "NAME", conflicts_with_all = ["agent_init", "agent_bin", "agent_tarball", "no_agent", "prune_units", "kernel_modules"])]
-    profile: Option<String>,
 }
 
-pub fn run(a: Args) -> Result<()> {
+pub fn run(mut a: Args) -> Result<()> {
     let init = if a.agent_init {
         Some(InitMode::AgentInit)
     } else if a.systemd {
@@ -104,9 +113,101 @@ pub fn run(a: Args) -> Result<()> {
     } else {
         None
     };
+    let distro_only = [
+        (a.distro.is_some(), "--distro"),
+        (a.arch.is_some(), "--arch"),
+        (a.os_version.is_some(), "--os-version"),
+        (!a.extra_pkgs.is_empty(), "--extra-pkgs"),
+        (a.packages.is_some(), "--packages"),
+        (a.mirror.is_some(), "--mirror"),
+        (!a.keyring.is_empty(), "--keyring"),
+        (!a.keys_dir.is_empty(), "--keys-dir"),
+        (a.cache_dir.is_some(), "--cache-dir"),
+        (a.dry_run, "--dry-run"),
+        (a.run_scripts, "--run-scripts"),
+    ];
+    let given = |flags: &[(bool, &'static str)]| -> Vec<&'static str> {
+        flags.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
+    };
+    if let Some(initrd) = &a.from_initrd {
+        let mut wrong = given(&distro_only);
+        wrong.extend(a.dracut.given());
+        if a.agent_init
+            || a.systemd
+            || a.agent.agent_bin.is_some()
+            || a.agent.agent_tarball.is_some()
+        {
+            wrong.push("agent flags");
+        }
+        dracut_args::refuse(
+            &wrong,
+            "do not apply to --from-initrd: the rootfs is the initrd's content as it is",
+        )?;
+        let un = crate::dracut::rootfs_from_initrd(initrd, &a.output, a.force)?;
+        eprintln!(
+            "osbuilder: rootfs {} from {} ({}): {} entries{}",
+            a.output.display(),
+            initrd.display(),
+            un.compression.name(),
+            un.members,
+            if un.skipped.is_empty() {
+                String::new()
+            } else {
+                format!("; left out {}", un.skipped.join(", "))
+            }
+        );
+        return Ok(());
+    }
+    if a.method == Some(Method::Dracut) {
+        dracut_args::refuse(
+            &given(&distro_only),
+            "do not apply to --method dracut: the host is the base (its distro, arch and files)",
+        )?;
+        let opts = a.dracut.options(
+            init.unwrap_or(InitMode::Systemd),
+            (!a.no_agent).then(|| a.agent.request()),
+        )?;
+        let r = crate::dracut::build_rootfs(&opts, &a.output, a.force)?;
+        dracut_args::report(&r);
+        eprintln!("osbuilder: rootfs {} ready", a.output.display());
+        return Ok(());
+    }
+    // Without --method dracut, `--profile` names a host profile (profiles/): a host, not a
+    // guest, with the profile's packages, files and units, systemd as init and no agent.
+    let profile = match std::mem::take(&mut a.dracut.profiles).as_slice() {
+        [] => None,
+        [one] => Some(one.clone()),
+        many => {
+            return Err(crate::error::refused(format!(
+                "a host is built from one --profile (baremetal or virtualization), not {}; \
+                 dracut profiles need --method dracut",
+                many.join(", ")
+            )));
+        }
+    };
+    if profile.is_some() {
+        let agent_flags = [
+            (a.agent_init, "--agent-init"),
+            (a.no_agent, "--no-agent"),
+            (a.agent.agent_bin.is_some(), "--agent-bin"),
+            (a.agent.agent_tarball.is_some(), "--agent-tarball"),
+            (a.agent.kernel_modules.is_some(), "--kernel-modules"),
+            (a.agent.prune_units, "--prune-units"),
+        ];
+        dracut_args::refuse(
+            &given(&agent_flags),
+            "do not apply to a host profile: a host runs systemd and has no agent",
+        )?;
+    }
+    dracut_args::refuse(&a.dracut.given(), "only apply to --method dracut")?;
+    let Some(distro) = a.distro else {
+        return Err(crate::error::refused(
+            "give --distro D (see `osbuilder matrix`), or --method dracut",
+        ));
+    };
     rootfs::build(
         &Options {
-            distro: a.distro,
+            distro,
             arch: a.arch,
             os_version: a.os_version,
             init,
@@ -124,7 +225,7 @@ pub fn run(a: Args) -> Result<()> {
             host_apt_dir: None,
             agent: (!a.no_agent).then(|| a.agent.request()),
             builder: a.builder.into(),
-            profile: a.profile,
+            profile,
         },
         &super::render::Lines,
     )

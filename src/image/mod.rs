@@ -190,11 +190,11 @@ fn default_seed(o: &Options, tree: &Tree, align: u64) -> Result<String> {
 }
 
 /// A private scratch folder beside the output (same filesystem, so copies can reflink),
-/// removed on drop and on interruption.
-struct WorkDir(PathBuf);
+/// removed on drop and on interruption. Also the dracut method's scratch space.
+pub(crate) struct WorkDir(pub(crate) PathBuf);
 
 impl WorkDir {
-    fn new(output: &Path) -> Result<WorkDir> {
+    pub(crate) fn new(output: &Path) -> Result<WorkDir> {
         let dir = match output.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),

@@ -136,6 +136,49 @@ impl Verity {
         )
     }
 
+    /// Read back Kata's root_hash.txt line (the one [`Verity::root_hash_line`] writes).
+    pub fn from_root_hash_line(text: &str) -> Result<Verity> {
+        let mut fields = std::collections::HashMap::new();
+        for kv in text.trim().split(',') {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("'{kv}' is not key=value"))?;
+            fields.insert(k.trim(), v.trim());
+        }
+        let get = |k: &str| {
+            fields
+                .get(k)
+                .copied()
+                .with_context(|| format!("no {k}= in the root hash line"))
+        };
+        let unhex = |k: &str| -> Result<Vec<u8>> {
+            let v = get(k)?;
+            hex::decode(v).with_context(|| format!("{k}={v} is not hex"))
+        };
+        let num = |k: &str| -> Result<u64> {
+            let v = get(k)?;
+            v.parse()
+                .with_context(|| format!("{k}={v} is not a number"))
+        };
+        let root_hash: [u8; DIGEST] = unhex("root_hash")?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("root_hash is not a sha256 digest (64 hex digits)"))?;
+        let block = |k: &str| -> Result<u32> {
+            let n = num(k)?;
+            if !(512..=65536).contains(&n) || !n.is_power_of_two() {
+                anyhow::bail!("{k}={n} is not a block size");
+            }
+            Ok(n as u32)
+        };
+        Ok(Verity {
+            data_blocks: num("data_blocks")?,
+            data_block_size: block("data_block_size")?,
+            hash_block_size: block("hash_block_size")?,
+            salt: unhex("salt")?,
+            root_hash,
+        })
+    }
+
     /// The kernel parameters that open the verity device at boot without an initramfs
     /// (dm-mod.create, "kernelinit" in Kata's terms).
     pub fn kernel_params(&self, data_dev: &str, hash_dev: &str) -> String {
@@ -154,6 +197,21 @@ impl Verity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn root_hash_line_round_trips() {
+        let v = Verity {
+            data_blocks: 31744,
+            data_block_size: 4096,
+            hash_block_size: 4096,
+            salt: vec![0xab; 32],
+            root_hash: [0x5a; DIGEST],
+        };
+        assert_eq!(Verity::from_root_hash_line(&v.root_hash_line()).unwrap(), v);
+        assert!(Verity::from_root_hash_line("root_hash=zz").is_err());
+        let short = v.root_hash_line().replace(&hex(&v.root_hash), "abcd");
+        assert!(Verity::from_root_hash_line(&short).is_err());
+    }
 
     #[test]
     fn level_sizes_match_veritysetup() {

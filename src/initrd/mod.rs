@@ -2,14 +2,17 @@
 //!
 //! The archive is written in-process in one pass: entries in the tree's fixed order,
 //! inode numbers assigned in that order, file bytes streamed from disk straight into the
-//! compressor, the result renamed into place only when complete.
+//! compressor, the result renamed into place only when complete. [`pack`] is that writer
+//! for any [`Tree`] (the dracut method packs dracut's tree with it); [`unpack`] reads an
+//! initrd back into a directory.
 
 pub mod newc;
+pub mod unpack;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -54,14 +57,7 @@ pub fn build(opts: &Options) -> Result<Report> {
 }
 
 fn build_initrd(opts: &Options) -> Result<Report> {
-    let level = opts.level.unwrap_or(opts.compression.default_level());
-    let (lo, hi) = opts.compression.level_range();
-    if opts.compression != Compression::None && !(lo..=hi).contains(&level) {
-        bail!(
-            "--level {level} is out of range for {}: use {lo}..={hi}",
-            opts.compression.name()
-        );
-    }
+    let level = check_level(opts.compression, opts.level)?;
     let (metadata, metadata_path) =
         crate::tree::load_metadata_for(&opts.rootfs, opts.metadata.as_deref())?;
     let tree = Tree::scan(
@@ -73,6 +69,55 @@ fn build_initrd(opts: &Options) -> Result<Report> {
         },
     )?;
     let added_init = check_init(&tree)?;
+    let packed = pack(
+        &tree,
+        added_init.as_deref(),
+        &opts.output,
+        opts.compression,
+        level,
+    )?;
+    Ok(Report {
+        entries: packed.entries,
+        uncompressed: packed.uncompressed,
+        compressed: packed.compressed,
+        metadata: metadata_path,
+        added_init,
+        warnings: packed.warnings,
+    })
+}
+
+/// The compression level to use: `level`, or the compressor's default; out of range is an
+/// error that names the range.
+pub fn check_level(compression: Compression, level: Option<u32>) -> Result<u32> {
+    let level = level.unwrap_or(compression.default_level());
+    let (lo, hi) = compression.level_range();
+    if compression != Compression::None && !(lo..=hi).contains(&level) {
+        bail!(
+            "--level {level} is out of range for {}: use {lo}..={hi}",
+            compression.name()
+        );
+    }
+    Ok(level)
+}
+
+/// What [`pack`] wrote.
+#[derive(Clone, Debug)]
+pub struct Packed {
+    pub entries: usize,
+    pub uncompressed: u64,
+    pub compressed: u64,
+    pub warnings: Vec<String>,
+}
+
+/// Write `tree` (plus a synthetic `/init` symlink to `added_init`, when given) as a
+/// compressed newc archive at `output`, atomically. Every packer of initrds ends here.
+pub fn pack(
+    tree: &Tree,
+    added_init: Option<&[u8]>,
+    output: &Path,
+    compression: Compression,
+    level: u32,
+) -> Result<Packed> {
     let mut warnings = Vec::new();
     for e in &tree.entries {
         if let Kind::File { size, .. } = e.kind {
@@ -95,23 +140,20 @@ fn build_initrd(opts: &Options) -> Result<Report> {
         ));
     }
 
-    let out = AtomicFile::create(&opts.output)?;
+    let out = AtomicFile::create(output)?;
     let counter = CountingWriter::new(io::BufWriter::with_capacity(1 << 20, out.handle()?));
     let compressed_count = counter.count.clone();
-    let mut z = compress::writer(opts.compression, level, counter)
-        .with_context(|| format!("starting the {} compressor", opts.compression.name()))?;
-    let uncompressed = write_archive(&tree, added_init.as_deref(), &mut *z)
-        .with_context(|| format!("writing {}", opts.output.display()))?;
+    let mut z = compress::writer(compression, level, counter)
+        .with_context(|| format!("starting the {} compressor", compression.name()))?;
+    let uncompressed = write_archive(tree, added_init, &mut *z)
+        .with_context(|| format!("writing {}", output.display()))?;
     z.finish()
-        .with_context(|| format!("writing {}", opts.output.display()))?;
+        .with_context(|| format!("writing {}", output.display()))?;
     out.commit()?;
-    let compressed = compressed_count.load(std::sync::atomic::Ordering::Relaxed);
-    Ok(Report {
+    Ok(Packed {
         entries: tree.entries.len() + added_init.is_some() as usize,
         uncompressed,
-        compressed,
-        metadata: metadata_path,
-        added_init,
+        compressed: compressed_count.load(std::sync::atomic::Ordering::Relaxed),
         warnings,
     })
 }
@@ -119,7 +161,7 @@ fn build_initrd(opts: &Options) -> Result<Report> {
 /// Kata's rule: /sbin/init must exist, executable or a symlink. If the rootfs has no /init,
 /// the archive gets one (the rootfs is not touched). It points straight at the final
 /// target of /sbin/init, because the kernel's init lookup failed on two-level link chains.
-fn check_init(tree: &Tree) -> Result<Option<Vec<u8>>> {
+pub fn check_init(tree: &Tree) -> Result<Option<Vec<u8>>> {
     let root = tree.root.display();
     let Some(init) = tree.lookup(b"sbin/init") else {
         bail!(

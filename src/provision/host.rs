@@ -99,6 +99,8 @@ pub fn provision_host(
         trust: record.trust.clone(),
         agent: None,
         profile: Some(spec.profile.name.clone()),
+        // A host is always built from the distro's packages.
+        build_method: "distro".into(),
     };
     ex.write_file(
         b"var/lib/osbuilder/osbuilder.yaml",

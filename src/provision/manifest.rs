@@ -23,6 +23,9 @@ pub struct AgentInfo {
 #[derive(Clone, Debug)]
 pub struct Manifest {
     pub osbuilder_version: String,
+    /// How the rootfs was made: "distro" (a distro's packages) or "dracut" (the host's
+    /// files, gathered by dracut).
+    pub build_method: String,
     /// Seconds since the epoch (SOURCE_DATE_EPOCH, or now).
     pub created: i64,
     pub architecture: String,
@@ -100,6 +103,7 @@ impl Manifest {
             None => "osbuilder rootfs".to_string(),
         };
         let _ = writeln!(y, "description: {}", q(&description));
+        let _ = writeln!(y, "build-method: {}", q(&self.build_method));
         let _ = writeln!(y, "file-format-version: {}", q(YAML_FORMAT));
         let _ = writeln!(y, "architecture: {}", q(&self.architecture));
         let _ = writeln!(y, "base-distro:");
@@ -184,15 +188,19 @@ impl Manifest {
                 "pkg:{}/{}/{}@{}?arch={}",
                 purl_type, self.distro_name, p.name, p.version, p.arch
             );
-            packages.push(json!({
+            let mut pkg = json!({
                 "SPDXID": id,
                 "name": p.name,
                 "versionInfo": p.version,
                 "downloadLocation": if p.url.is_empty() { "NOASSERTION".to_string() } else { p.url.clone() },
                 "filesAnalyzed": false,
-                "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256}],
                 "externalRefs": [{"referenceCategory": "PACKAGE-MANAGER", "referenceType": "purl", "referenceLocator": purl}],
-            }));
+            });
+            // A host package (dracut method) has no downloaded file to take a digest of.
+            if !p.sha256.is_empty() {
+                pkg["checksums"] = json!([{"algorithm": "SHA256", "checksumValue": p.sha256}]);
+            }
+            packages.push(pkg);
             rels.push(json!({"spdxElementId": "SPDXRef-rootfs", "relationshipType": "CONTAINS", "relatedSpdxElement": id}));
         }
         if let Some(agent) = &self.agent {
@@ -236,6 +244,7 @@ mod tests {
     fn sample() -> Manifest {
         Manifest {
             osbuilder_version: "0.1.0".into(),
+            build_method: "distro".into(),
             created: 1_700_000_000,
             architecture: "x86_64".into(),
             distro_name: "debian".into(),
@@ -282,6 +291,7 @@ mod tests {
             "    default:\n      - \"chrony\"\n      - \"iptables\"",
             "    extra: []",
             "agent-is-init-daemon: \"yes\"",
+            "build-method: \"distro\"",
             "rootfs-creation-time: \"2023-11-14T22:13:20.000000000+0000Z\"",
             "        version: \"4.6.1-3\"",
         ] {

@@ -7,6 +7,7 @@
 
 pub mod elf;
 pub mod host;
+pub mod libs;
 pub mod manifest;
 pub mod systemd;
 
@@ -38,9 +39,30 @@ pub enum AgentSource {
     },
 }
 
+/// How the rootfs being provisioned is made (osbuilder.yaml's `build-method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BuildMethod {
+    /// A distro's packages (`osbuilder rootfs --distro …`, or the user's own rootfs).
+    #[default]
+    Distro,
+    /// An overlay that dracut merges with the host's files: provisioning runs on an empty
+    /// tree, so what the base provides (systemd) is checked on dracut's result instead.
+    Dracut,
+}
+
+impl BuildMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            BuildMethod::Distro => "distro",
+            BuildMethod::Dracut => "dracut",
+        }
+    }
+}
+
 /// What to provision, independent of where the rootfs is (a staged build or a user's dir).
 #[derive(Clone, Debug)]
 pub struct Spec {
+    pub build_method: BuildMethod,
     pub arch: Arch,
     pub init: InitMode,
     pub agent: AgentSource,
@@ -95,6 +117,7 @@ impl AgentRequest {
 
     pub fn spec(&self, arch: Arch, init: InitMode) -> Result<Spec> {
         Ok(Spec {
+            build_method: BuildMethod::Distro,
             arch,
             init,
             agent: self.source(arch)?,
@@ -131,6 +154,8 @@ pub struct Report {
     pub warnings: Vec<String>,
     pub metadata: Option<PathBuf>,
     pub pruned: Vec<String>,
+    /// What osbuilder.yaml and the SBOM were written from (see [`write_manifest`]).
+    pub manifest: Option<Manifest>,
 }
 
 const AGENT_BIN: &str = "usr/bin/kata-agent";
@@ -226,6 +251,7 @@ pub(crate) fn settle_dir_times(
 }
 
 /// The agent's bytes and provenance, loaded and checked before anything is written.
+#[derive(Clone)]
 pub struct LoadedAgent {
     /// None for a tarball (read after it is unpacked into the rootfs).
     bytes: Option<Vec<u8>>,
@@ -233,6 +259,14 @@ pub struct LoadedAgent {
     name: String,
     default_version: String,
     warnings: Vec<String>,
+}
+
+impl LoadedAgent {
+    /// The agent's bytes when known before provisioning (not for a tarball, which is read
+    /// once unpacked).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.bytes.as_deref()
+    }
 }
 
 /// Read the agent and check its architecture: a missing file or a wrong arch fails
@@ -301,7 +335,7 @@ pub fn apply(
 
     let has_systemd = ex.read_file(b"usr/lib/systemd/systemd")?.is_some()
         || ex.read_file(b"lib/systemd/systemd")?.is_some();
-    if spec.init == InitMode::Systemd && !has_systemd {
+    if spec.init == InitMode::Systemd && !has_systemd && spec.build_method == BuildMethod::Distro {
         bail!(
             "systemd mode, but {root} has no systemd (/usr/lib/systemd/systemd): install it \
              (the distro's 'init' or 'systemd' package) or provision with --agent-init"
@@ -379,6 +413,7 @@ pub fn apply(
     };
     let m = Manifest {
         osbuilder_version: env!("CARGO_PKG_VERSION").to_string(),
+        build_method: spec.build_method.name().to_string(),
         created: mtime,
         architecture: spec.arch.name().to_string(),
         distro_name,
@@ -404,19 +439,28 @@ pub fn apply(
         }),
         profile: None,
     };
+    write_manifest(ex, &m)?;
+    report.agent_sha256 = sha;
+    report.agent_bytes = agent_bytes;
+    report.manifest = Some(m);
+    Ok(report)
+}
+
+/// Kata's `/var/lib/osbuilder/osbuilder.yaml` and the SPDX SBOM beside it, from `m`
+/// (replacing earlier ones: the dracut method writes them again once it knows what dracut
+/// took from the host).
+pub fn write_manifest(ex: &mut Extractor, m: &Manifest) -> Result<()> {
     ex.write_file(
         b"var/lib/osbuilder/osbuilder.yaml",
         &mut Cursor::new(m.to_yaml()),
-        Attrs::root(0o644, mtime),
+        Attrs::root(0o644, m.created),
     )?;
     ex.write_file(
         b"var/lib/osbuilder/sbom.spdx.json",
         &mut Cursor::new(m.to_spdx()),
-        Attrs::root(0o644, mtime),
+        Attrs::root(0o644, m.created),
     )?;
-    report.agent_sha256 = sha;
-    report.agent_bytes = agent_bytes;
-    Ok(report)
+    Ok(())
 }
 
 /// Kata's rootfs checks, on the result as a packer will see it (disk + metadata).
@@ -474,7 +518,7 @@ pub fn check_agent_arch(bytes: &[u8], arch: Arch, warnings: &mut Vec<String>) ->
 
 /// Kata's checks: /sbin/init present; agent-init: it is the agent, not systemd;
 /// systemd: it leads to systemd.
-fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
+pub fn check_init(tree: &Tree, init: InitMode, agent: &[u8]) -> Result<()> {
     let root = tree.root.display();
     let Some(entry) = tree.lookup(b"sbin/init") else {
         bail!("{root} has no /sbin/init after provisioning")
