@@ -92,6 +92,9 @@ impl Plan {
 #[derive(Clone, Debug, Default)]
 pub struct InstallReport {
     pub notes: Vec<String>,
+    /// Per package: what its install scripts do that the declarative installation did not
+    /// reproduce (recorded in the package record and osbuilder.yaml).
+    pub not_reproduced: std::collections::BTreeMap<String, Vec<String>>,
     /// Trust decisions the guest's osbuilder.yaml must record (e.g. unsigned packages
     /// installed because the distro declares them unsigned).
     pub trust: Vec<String>,

@@ -9,9 +9,9 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::Options;
-use crate::output::{DirKind, StagedDir};
 use crate::distro::PackageFormat;
 use crate::matrix::Target;
+use crate::output::{DirKind, StagedDir};
 use crate::pkg::backend::{self, RepoRequest, Request};
 use crate::pkg::cache::Cache;
 use crate::pkg::extract::{ExtractOptions, Extractor};
@@ -100,6 +100,15 @@ pub fn build(
     repo.post_install(staged.path(), &request)?;
     for note in &report.notes {
         eprintln!("osbuilder: {note}");
+    }
+    if !report.not_reproduced.is_empty() {
+        eprintln!(
+            "osbuilder: not reproduced without --run-scripts ({} packages; listed in osbuilder.yaml):",
+            report.not_reproduced.len()
+        );
+        for (pkg, what) in &report.not_reproduced {
+            eprintln!("osbuilder:   {pkg}: {}", what.join("; "));
+        }
     }
 
     let record = PackageRecord {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::configure::configure;
+use super::configure::{self, order::OrderPkg};
 use super::debfile::load_deb;
 use super::dpkgdb::{InstalledDeb, write_database};
 use super::index::{self, RepoSpec, Universe};
@@ -151,13 +151,22 @@ impl Repository for DebRepository {
     fn resolve(&self, req: &Request) -> Result<Plan> {
         let resolver = Resolver::new(&self.universe, self.arch.debian());
         let res = resolver.resolve(&req.roots, needs_essential(req))?;
+        // Install in the order apt hands the archives to dpkg: it decides which package's
+        // files win where two ship the same path, and the order of trigger interests.
+        let order: Vec<OrderPkg> = res
+            .packages
+            .iter()
+            .map(|&i| order_pkg(&self.universe.packages[i]))
+            .collect();
         Ok(Plan {
-            packages: res
-                .packages
-                .iter()
-                .map(|&i| Planned {
-                    package: self.universe.packages[i].package_ref(),
-                    id: i,
+            packages: configure::unpack_order(&order)
+                .into_iter()
+                .map(|k| {
+                    let i = res.packages[k];
+                    Planned {
+                        package: self.universe.packages[i].package_ref(),
+                        id: i,
+                    }
                 })
                 .collect(),
             notes: Vec::new(),
@@ -211,8 +220,16 @@ impl Repository for DebRepository {
             "installed"
         };
         write_database(ex, &installed, self.arch.debian(), status, mtime)?;
-        configure(ex, &installed, mtime)?;
-        Ok(InstallReport::default())
+        let mode = if req.run_scripts {
+            configure::Mode::UnpackOnly
+        } else {
+            configure::Mode::Full
+        };
+        let report = configure::configure(ex, &installed, self.arch, mtime, mode)?;
+        Ok(InstallReport {
+            not_reproduced: report.not_reproduced,
+            ..Default::default()
+        })
     }
 
     fn post_install(&self, root: &Path, req: &Request) -> Result<()> {
@@ -220,6 +237,29 @@ impl Repository for DebRepository {
             run_maintainer_scripts(root)?;
         }
         Ok(())
+    }
+}
+
+/// What ordering needs from an index entry (names only: the plan is consistent).
+fn order_pkg(p: &super::index::DebPackage) -> OrderPkg {
+    let names = |v: &str| -> Vec<Vec<String>> {
+        super::resolve::parse_depends(v)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|alts| alts.into_iter().map(|d| d.name).collect())
+            .collect()
+    };
+    let pre = names(&p.pre_depends);
+    let dep = names(&p.depends);
+    OrderPkg {
+        name: p.name.clone(),
+        essential: p.essential,
+        priority: p.priority.clone(),
+        control_depends: pre.iter().chain(&dep).cloned().collect(),
+        pre_depends: pre,
+        depends: dep,
+        provides: p.provides.iter().map(|(n, _)| n.clone()).collect(),
+        has_postinst: false,
     }
 }
 
@@ -299,20 +339,20 @@ mount --rbind /dev "$r/dev"
 exec chroot "$r" /usr/bin/dpkg --configure -a"#;
     let mut cmd = crate::process::command("unshare");
     cmd.args([
-            "--mount",
-            "--propagation",
-            "private",
-            "--",
-            "sh",
-            "-c",
-            script,
-            "sh",
-        ])
-        .arg(root)
-        .env_clear()
-        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .env("LC_ALL", "C");
+        "--mount",
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        script,
+        "sh",
+    ])
+    .arg(root)
+    .env_clear()
+    .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+    .env("DEBIAN_FRONTEND", "noninteractive")
+    .env("LC_ALL", "C");
     let st = crate::process::status(&mut cmd)
         .context("running unshare and chroot (util-linux, coreutils)")?;
     if !st.success() {
