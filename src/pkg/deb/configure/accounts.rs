@@ -247,13 +247,14 @@ impl Accounts {
         self.commit("passwd", p);
     }
 
-    /// usermod -a -G GROUP USER / gpasswd -a: group and gshadow member lists.
+    /// usermod -a -G GROUP USER / gpasswd -a: group and gshadow member lists (both keep
+    /// the members in their fourth field).
     pub fn add_member(&mut self, group: &str, user: &str) {
         for f in ["group", "gshadow"] {
             if !self.exists(f) {
                 continue;
             }
-            let idx = if f == "group" { 3 } else { 3 };
+            let idx = 3;
             let new: Vec<String> = self
                 .lines(f)
                 .iter()
@@ -272,7 +273,7 @@ impl Accounts {
                     }
                 })
                 .collect();
-            self.commit(if f == "group" { "group" } else { "gshadow" }, new);
+            self.commit(f, new);
         }
     }
 
@@ -431,9 +432,9 @@ pub fn adduser(acc: &mut Accounts, a: &AddUser, ranges: Ranges) -> Result<(), St
             .first_free(ranges.first_uid, ranges.last_uid, true, false)
             .ok_or("no free system uid")?,
     };
-    let (gid, group_name, new_group) = if a.make_group {
+    let (gid, new_group) = if a.make_group {
         match acc.gid_of(name) {
-            Some(g) => (g, name.clone(), false),
+            Some(g) => (g, false),
             None => {
                 let g = match (a.gid, a.uid) {
                     (Some(g), _) => g,
@@ -442,17 +443,16 @@ pub fn adduser(acc: &mut Accounts, a: &AddUser, ranges: Ranges) -> Result<(), St
                         .first_free(ranges.first_gid, ranges.last_gid, false, true)
                         .ok_or("no free system gid")?,
                 };
-                (g, name.clone(), true)
+                (g, true)
             }
         }
     } else if let Some(g) = &a.ingroup {
-        (acc.gid_of(g).unwrap_or(65534), g.clone(), false)
+        (acc.gid_of(g).unwrap_or(65534), false)
     } else if let Some(g) = a.gid {
-        (g, String::new(), false)
+        (g, false)
     } else {
-        (65534, "nogroup".into(), false)
+        (65534, false)
     };
-    let _ = group_name;
     if new_group {
         acc.groupadd(name, gid);
     }

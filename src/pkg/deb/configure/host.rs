@@ -10,7 +10,7 @@ use anyhow::Result;
 use md5::Digest as _;
 
 use super::shell::{self, Outcome, Shell};
-use super::{Session, accounts, ldcache, pam, shells, text, tmpfiles, ucf, units};
+use super::{Session, accounts, pam, shells, text, tmpfiles, ucf, units};
 use crate::pkg::extract::Attrs;
 use crate::tree::mtree::MType;
 
@@ -837,8 +837,8 @@ impl Host<'_, '_> {
             }
             "mktemp" => {
                 let (f, _) = opts(args, &["-p", "--tmpdir"]);
-                let n = sh.vars.len();
-                let p = format!("tmp/tmp.osb{n:04}");
+                self.s.temp_files += 1;
+                let p = format!("tmp/tmp.osb{:04}", self.s.temp_files);
                 self.s.ex.create_dir(b"tmp", Attrs::root(0o1777, mtime))?;
                 if has(&f, &["-d", "--directory"]) {
                     self.s
@@ -1037,7 +1037,7 @@ impl Host<'_, '_> {
                 if args.iter().any(|a| a == "-p" || a == "--print-cache") {
                     return Ok(st(0));
                 }
-                ldcache::ldconfig(self.s.ex, self.s.arch, mtime)?;
+                self.s.ldconfig = true;
                 st(0)
             }
             "journalctl" => {

@@ -4,8 +4,9 @@
 //! their cache flags, and writes its own byte order).
 //!
 //! As ldconfig does: directories from /etc/ld.so.conf (with its `include` globs), then
-//! the system directories; a directory reached twice (/lib/TRIPLET is /usr/lib/TRIPLET
-//! in merged-/usr) is scanned once, under its first name; glibc-hwcaps subdirectories;
+//! the system directories (/lib, /usr/lib); a directory reached twice (/lib/TRIPLET is
+//! /usr/lib/TRIPLET in merged-/usr) is scanned once, under its first name; glibc-hwcaps
+//! subdirectories;
 //! each `lib*.so*`/`ld-*.so*` file or symlink that is an ELF shared object of the
 //! target's class and machine, keyed by its DT_SONAME; per soname the regular file wins
 //! over a symlink and the newer name over the older; missing soname links are created.
@@ -169,12 +170,13 @@ struct Entry {
 }
 
 /// The directories ldconfig scans, in order (config, then system directories).
-fn config_dirs(ex: &mut Extractor, arch: Arch) -> Result<Vec<String>> {
+fn config_dirs(ex: &mut Extractor) -> Result<Vec<String>> {
     let mut dirs = Vec::new();
     parse_conf(ex, "/etc/ld.so.conf", &mut dirs, 0)?;
-    let t = arch.multiarch();
-    dirs.push(format!("/lib/{t}"));
-    dirs.push(format!("/usr/lib/{t}"));
+    // Debian's glibc is built with slibdir=/lib and libdir=/usr/lib (the multiarch
+    // directories come from /etc/ld.so.conf.d); `ldconfig -v` lists them as <builtin>.
+    dirs.push("/lib".into());
+    dirs.push("/usr/lib".into());
     Ok(dirs)
 }
 
@@ -336,7 +338,7 @@ pub fn ldconfig(ex: &mut Extractor, arch: Arch, mtime: i64) -> Result<bool> {
     let mut seen: Vec<String> = Vec::new();
     let mut entries = Vec::new();
     let mut links = Vec::new();
-    for dir in config_dirs(ex, arch)? {
+    for dir in config_dirs(ex)? {
         let Some(real) = ex.resolve(dir.trim_start_matches('/').as_bytes())? else {
             continue;
         };

@@ -163,6 +163,11 @@ pub struct Session<'e> {
     pub in_postinst: bool,
     /// The file mode creation mask of the running script.
     pub umask: u32,
+    /// ldconfig was run: the cache is written once, at the end (it only depends on the
+    /// files, which are all unpacked before any script runs).
+    pub ldconfig: bool,
+    /// Files `mktemp` made so far (their names are numbered, not random).
+    pub temp_files: u32,
 }
 
 /// Dependency-ordered view of the packages for the backend (apt's unpack order).
@@ -243,6 +248,8 @@ pub fn configure(
         config_ran: BTreeSet::new(),
         in_postinst: false,
         umask: 0o022,
+        ldconfig: false,
+        temp_files: 0,
         pkgs,
     };
     // Accounts that exist already (a rootfs configured before) are the starting point.
@@ -279,6 +286,10 @@ pub fn configure(
         };
         s.run_script(i, "postinst", &["triggered", &names.join(" ")])?;
     }
+    if s.ldconfig {
+        ldcache::ldconfig(s.ex, s.arch, mtime)?;
+    }
+    s.ensure_accounts()?;
     bootstrap::finish(&mut s)?;
     s.write_accounts()?;
     let alts = std::mem::take(&mut s.alternatives);
@@ -379,6 +390,33 @@ impl Session<'_> {
                 self.pending_order.push(j);
             }
         }
+    }
+
+    /// Packages without Debian's own base-passwd scripts (private repositories, test
+    /// doubles) still get the accounts every rootfs needs for its ownership names: the
+    /// master files (what base-passwd copies on a new install), else root alone, and
+    /// their shadow files.
+    fn ensure_accounts(&mut self) -> Result<()> {
+        if self.accounts.exists("passwd") && self.accounts.exists("group") {
+            return Ok(());
+        }
+        for (f, master, root) in [
+            ("passwd", "usr/share/base-passwd/passwd.master", "root:*:0:0:root:/root:/bin/sh\n"),
+            ("group", "usr/share/base-passwd/group.master", "root:*:0:\n"),
+        ] {
+            let text = match self.ex.read_file(master.as_bytes())? {
+                Some(d) => String::from_utf8_lossy(&d).into_owned(),
+                None => root.to_string(),
+            };
+            self.accounts.create_if_missing(f, &text);
+        }
+        if !self.accounts.exists("shadow") {
+            self.accounts.pwconv("0", "99999", "7");
+        }
+        if !self.accounts.exists("gshadow") {
+            self.accounts.grpconv();
+        }
+        Ok(())
     }
 
     fn load_accounts(&mut self) -> Result<()> {
