@@ -133,6 +133,17 @@ pub trait Repository {
         mtime: i64,
     ) -> Result<InstallReport>;
 
+    /// For the plan (--dry-run): per package, what its install scripts may do that the
+    /// native install does not reproduce, for the packages already in `cache` (None when
+    /// the format has nothing to say), plus how many packages could not be checked.
+    fn plan_notes(
+        &self,
+        _plan: &Plan,
+        _cache: &super::cache::Cache,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, usize)> {
+        Ok(Default::default())
+    }
+
     /// After extraction finished (directory modes and times settled): run what the format
     /// runs on the installed tree (deb `--run-scripts`). Default: nothing.
     fn post_install(&self, _root: &Path, _req: &Request) -> Result<()> {

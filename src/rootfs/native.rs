@@ -81,6 +81,20 @@ pub fn build(
             plan.packages.len(),
             plan.download_size() as f64 / 1048576.0
         );
+        if !opts.run_scripts {
+            let (notes, unchecked) = repo.plan_notes(&plan, &cache)?;
+            if !notes.is_empty() {
+                eprintln!("osbuilder: what the install scripts may do that is not reproduced without --run-scripts:");
+                for (pkg, what) in &notes {
+                    eprintln!("osbuilder:   {pkg}: {}", what.join("; "));
+                }
+            }
+            if unchecked > 0 {
+                eprintln!(
+                    "osbuilder: {unchecked} packages are not in the download cache yet: their scripts are checked when they are fetched (the build lists what it did not reproduce)"
+                );
+            }
+        }
         return Ok(());
     }
 
@@ -120,7 +134,15 @@ pub fn build(
         format: Some(format),
         trust: report.trust,
         mirrors: repo.mirrors(),
-        packages: installed_packages(&refs, &files)?,
+        packages: {
+            let mut v = installed_packages(&refs, &files)?;
+            for p in &mut v {
+                if let Some(n) = report.not_reproduced.get(&p.name) {
+                    p.not_reproduced = n.clone();
+                }
+            }
+            v
+        },
     };
     super::finish(
         staged,

@@ -232,6 +232,28 @@ impl Repository for DebRepository {
         })
     }
 
+    fn plan_notes(
+        &self,
+        plan: &Plan,
+        cache: &crate::pkg::cache::Cache,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, usize)> {
+        let mut notes = std::collections::BTreeMap::new();
+        let mut unchecked = 0;
+        for p in &plan.packages {
+            let Some(path) = cache.lookup(&p.package.digest)? else {
+                unchecked += 1;
+                continue;
+            };
+            let origin = format!("{} {}", p.package.name, p.package.version);
+            let control = super::debfile::load_control(&path, &origin)?;
+            let n = configure::scan(&control.members);
+            if !n.is_empty() {
+                notes.insert(p.package.name.clone(), n);
+            }
+        }
+        Ok((notes, unchecked))
+    }
+
     fn post_install(&self, root: &Path, req: &Request) -> Result<()> {
         if req.run_scripts {
             run_maintainer_scripts(root)?;

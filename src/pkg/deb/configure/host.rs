@@ -142,6 +142,27 @@ const HARMLESS: &[&str] = &[
     "grpck",
 ];
 
+/// The commands [`Host`] emulates (besides `db_*` and [`HARMLESS`]).
+pub const EMULATED: &[&str] = &[
+    ":", "true", "false", "mkdir", "rmdir", "rm", "touch", "ln", "cp", "mv", "chmod",
+    "chown", "chgrp", "install", "cat", "readlink", "realpath", "dpkg-realpath",
+    "dirname", "basename", "md5sum", "cmp", "grep", "egrep", "fgrep", "sed", "head",
+    "tail", "wc", "sort", "cut", "tr", "seq", "mktemp", "date", "id", "uname", "which",
+    "command", "getent", "ischroot", "pidof", "getcap", "dpkg", "dpkg-query",
+    "dpkg-maintscript-helper", "deb-systemd-invoke", "invoke-rc.d", "service",
+    "dpkg-trigger", "dpkg-divert", "dpkg-statoverride", "update-alternatives", "adduser",
+    "addgroup", "groupadd", "useradd", "usermod", "chfn", "gpasswd", "pwconv", "grpconv",
+    "systemd-sysusers", "systemd-tmpfiles", "systemctl", "deb-systemd-helper",
+    "update-rc.d", "ucf", "ucfr", "pam-auth-update", "update-shells", "ldconfig",
+    "journalctl", "umask",
+];
+
+/// Whether a command of a maintainer script is emulated (or changes nothing kept).
+pub fn emulated(name: &str) -> bool {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    EMULATED.contains(&base) || HARMLESS.contains(&base) || base.starts_with("db_")
+}
+
 pub struct Host<'a, 'e> {
     pub s: &'a mut Session<'e>,
     /// Nesting of scripts run as commands (shadowconfig…), to stop runaway recursion.

@@ -91,7 +91,8 @@ impl Pkg {
         }
     }
 
-    fn order_pkg(&self) -> order::OrderPkg {
+    /// What ordering needs from it (control-file order of the dependency fields).
+    pub fn order_pkg(&self) -> order::OrderPkg {
         let names = |v: &str| -> Vec<Vec<String>> {
             super::resolve::parse_depends(v)
                 .unwrap_or_default()
@@ -170,12 +171,47 @@ pub struct Session<'e> {
     pub temp_files: u32,
 }
 
+/// What a package's maintainer scripts may do that the declarative step does not
+/// reproduce, from their text alone (the plan lists it before anything is unpacked;
+/// the build's own report is exact). Commands that only the target can run, debconf's
+/// database and the journal catalog.
+pub fn scan(members: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for script in ["preinst", "postinst", "config"] {
+        let Some(src) = members.get(script) else { continue };
+        let Ok(parsed) = shell::parse(&String::from_utf8_lossy(src)) else {
+            add(format!("{script} not understood; not run"));
+            continue;
+        };
+        for argv in shell::commands(&parsed) {
+            let name = argv[0].rsplit('/').next().unwrap_or(&argv[0]).to_string();
+            match name.as_str() {
+                "." | "source" if argv.iter().any(|a| a.ends_with("debconf/confmodule")) => {
+                    add("debconf database /var/cache/debconf (questions answered with their defaults)".into())
+                }
+                "journalctl" if argv.iter().any(|a| a == "--update-catalog") => add(
+                    "journal catalog /var/lib/systemd/catalog/database (systemd-journal-catalog-update.service builds it at first boot)".into(),
+                ),
+                n if shell::builtin(n) || host::emulated(n) || n.contains('=') => {}
+                n => add(format!("may run `{n}`")),
+            }
+        }
+    }
+    out
+}
+
 /// Dependency-ordered view of the packages for the backend (apt's unpack order).
 pub fn unpack_order(pkgs: &[order::OrderPkg]) -> Vec<usize> {
     order::unpack_order(pkgs)
 }
 
-fn pkg_of(d: &InstalledDeb) -> Pkg {
+/// A package as the configuration step sees it.
+pub fn pkg_of(d: &InstalledDeb) -> Pkg {
     let stanza = parse_stanzas(&d.control.control);
     let fields: Vec<(String, String)> = stanza
         .first()

@@ -920,6 +920,66 @@ pub fn parse(src: &str) -> Result<Script> {
     })
 }
 
+/// The commands a script names, with their literal arguments (a word with expansions
+/// is left out): what the plan lists before anything is unpacked.
+pub fn commands(script: &Script) -> Vec<Vec<String>> {
+    fn lit(w: &Word) -> Option<String> {
+        let mut s = String::new();
+        for p in w {
+            match p {
+                Part::Lit(t, _) => s.push_str(t),
+                _ => return None,
+            }
+        }
+        Some(s)
+    }
+    fn walk(c: &Cmd, out: &mut Vec<Vec<String>>) {
+        match c {
+            Cmd::Simple { words, .. } => {
+                if let Some(first) = words.first().and_then(lit) {
+                    let mut v = vec![first];
+                    v.extend(words[1..].iter().filter_map(lit));
+                    out.push(v);
+                }
+            }
+            Cmd::Pipeline(cs, _) | Cmd::List(cs) => cs.iter().for_each(|c| walk(c, out)),
+            Cmd::AndOr(a, rest) => {
+                walk(a, out);
+                rest.iter().for_each(|(_, c)| walk(c, out));
+            }
+            Cmd::If(arms, els) => {
+                for (a, b) in arms {
+                    walk(a, out);
+                    walk(b, out);
+                }
+                if let Some(e) = els {
+                    walk(e, out);
+                }
+            }
+            Cmd::For(_, _, b) | Cmd::Group(b, _) => walk(b, out),
+            Cmd::While(a, b, _) => {
+                walk(a, out);
+                walk(b, out);
+            }
+            Cmd::Case(_, arms) => arms.iter().for_each(|(_, b)| walk(b, out)),
+            Cmd::FuncDef(_, b) => walk(b, out),
+        }
+    }
+    let mut out = Vec::new();
+    walk(&script.body, &mut out);
+    out
+}
+
+/// Whether the interpreter itself handles `name` (a shell builtin).
+pub fn builtin(name: &str) -> bool {
+    is_builtin(name)
+        || matches!(
+            name,
+            "readonly" | "trap" | "cd" | "wait" | "hash" | "ulimit" | "break" | "continue"
+                | "source"
+        )
+}
+
 // ---------------------------------------------------------------- evaluation
 
 /// What an external command did.
