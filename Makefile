@@ -136,6 +136,7 @@ bench:
 	benches/initrd.sh
 	benches/image.sh
 	benches/rootfs.sh
+	benches/oci.sh
 
 clean:
 	rm -rf "$(ROOTFS_DIR)" "$(ROOTFS_DIR).mtree" "$(ROOTFS_DIR).packages.json" "$(IMAGE)" "$(INITRD_IMAGE)"

@@ -85,7 +85,7 @@ pub fn fetch(opts: &FetchOptions) -> Result<Fetched> {
         .os_version
         .clone()
         .unwrap_or_else(|| distro.default_version.clone());
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let repo = DebRepository::load(&DebRequest {
         distro,

@@ -22,21 +22,13 @@ fn static_busybox() -> Vec<u8> {
     let b = std::fs::read("/bin/busybox")
         .expect("/bin/busybox is missing: install Debian's busybox-static package");
     assert!(
-        !has_interpreter(&b),
+        common::is_static_elf(&b),
         "/bin/busybox is dynamically linked: install Debian's busybox-static package"
     );
     b
 }
 
 /// Whether a 64-bit little-endian ELF file has a PT_INTERP program header (is dynamic).
-fn has_interpreter(elf: &[u8]) -> bool {
-    assert_eq!(&elf[..4], b"\x7fELF");
-    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
-    let (size, n) = (u16_at(0x36), u16_at(0x38));
-    (0..n).any(|i| u32::from_le_bytes(elf[phoff + i * size..][..4].try_into().unwrap()) == 3)
-}
-
 fn busybox_paths() -> String {
     let out = Command::new("/bin/busybox")
         .arg("--list-full")

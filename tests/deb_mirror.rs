@@ -17,31 +17,39 @@ fn cache_dir() -> PathBuf {
 
 fn build_trixie(arch: &str, elf: &str) {
     let Some(url) = needs::mirror() else { return };
-    if !needs::pool_served(&url, "trixie", arch) {
-        // What can be checked without the pool: the arch's signed index verifies and the
-        // set resolves to packages of that arch.
-        let plan = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-            .args(["rootfs", "--distro", "debian", "--os-version", "trixie"])
-            .args(["--agent-init", "--no-agent", "--dry-run", "--arch", arch])
-            .arg("--mirror")
-            .arg(&url)
-            .arg("--cache-dir")
-            .arg(cache_dir())
-            .arg("-o")
-            .arg(std::env::temp_dir().join("osbuilder-dry-run-unused"))
-            .output()
-            .unwrap();
-        assert!(
-            plan.status.success(),
-            "{}",
-            String::from_utf8_lossy(&plan.stderr)
-        );
-        let plan = String::from_utf8_lossy(&plan.stdout);
-        assert!(
-            plan.lines()
-                .any(|l| l.starts_with("libc6 ") && l.contains(arch)),
-            "{plan}"
-        );
+    // The signed index of the arch verifies and the set resolves to packages of that arch;
+    // checked first, as it is all that can be checked when the mirror does not serve the pool.
+    let plan = Command::new(env!("CARGO_BIN_EXE_osbuilder"))
+        .args(["rootfs", "--distro", "debian", "--os-version", "trixie"])
+        .args(["--agent-init", "--no-agent", "--dry-run", "--arch", arch])
+        .arg("--mirror")
+        .arg(&url)
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg("-o")
+        .arg(std::env::temp_dir().join("osbuilder-dry-run-unused"))
+        .output()
+        .unwrap();
+    assert!(
+        plan.status.success(),
+        "{}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    let plan = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.lines()
+            .any(|l| l.starts_with("libc6 ") && l.contains(arch)),
+        "{plan}"
+    );
+    // "name version arch size" per line.
+    let packages: Vec<(String, String)> = plan
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect();
+    if !needs::pool_served(&url, "trixie", arch, &packages) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

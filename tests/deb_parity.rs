@@ -154,7 +154,15 @@ fn parse_manifest(text: &str) -> BTreeMap<String, Entry> {
 fn plan(mirror: &str, arch: &str, args: &[&str]) -> Vec<String> {
     let out = common::ok(
         common::osbuilder()
-            .args(["rootfs", "--distro", "debian", "--os-version", SUITE, "--arch", arch])
+            .args([
+                "rootfs",
+                "--distro",
+                "debian",
+                "--os-version",
+                SUITE,
+                "--arch",
+                arch,
+            ])
             .args(args)
             .args(["--no-agent", "--dry-run", "--mirror", mirror])
             .arg("--cache-dir")
@@ -192,8 +200,23 @@ fn build(mirror: &str, arch: &str, packages: &str, out: &Path) {
     common::ok(
         common::osbuilder()
             .env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(["rootfs", "--distro", "debian", "--os-version", SUITE, "--arch", arch])
-            .args(["--agent-init", "--no-agent", "--packages", packages, "--mirror", mirror])
+            .args([
+                "rootfs",
+                "--distro",
+                "debian",
+                "--os-version",
+                SUITE,
+                "--arch",
+                arch,
+            ])
+            .args([
+                "--agent-init",
+                "--no-agent",
+                "--packages",
+                packages,
+                "--mirror",
+                mirror,
+            ])
             .arg("--cache-dir")
             .arg(cache_dir())
             .arg("-o")
@@ -202,7 +225,10 @@ fn build(mirror: &str, arch: &str, packages: &str, out: &Path) {
 }
 
 fn mmdebstrap_version() -> String {
-    let o = Command::new("mmdebstrap").arg("--version").output().unwrap();
+    let o = Command::new("mmdebstrap")
+        .arg("--version")
+        .output()
+        .unwrap();
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
@@ -255,7 +281,10 @@ fn reported(rootfs: &Path) -> Vec<(String, String)> {
             for w in n.split_whitespace() {
                 if w.starts_with('/') {
                     let path = w.trim_end_matches([',', ';', ')', '.']).to_string();
-                    out.push((path, format!("{} (not reproduced: {n})", p["name"].as_str().unwrap_or(""))));
+                    out.push((
+                        path,
+                        format!("{} (not reproduced: {n})", p["name"].as_str().unwrap_or("")),
+                    ));
                 }
             }
         }
@@ -280,7 +309,12 @@ fn reason(path: &str, reported: &[(String, String)]) -> Option<String> {
 
 /// Compare osbuilder's tree with the reference; panic on any unexplained difference and
 /// print the explained ones.
-fn assert_parity(what: &str, ours: &BTreeMap<String, Entry>, theirs: &BTreeMap<String, Entry>, reported: &[(String, String)]) {
+fn assert_parity(
+    what: &str,
+    ours: &BTreeMap<String, Entry>,
+    theirs: &BTreeMap<String, Entry>,
+    reported: &[(String, String)],
+) {
     let mut unexplained = Vec::new();
     let mut residual: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut paths: Vec<&String> = ours.keys().chain(theirs.keys()).collect();
@@ -302,10 +336,17 @@ fn assert_parity(what: &str, ours: &BTreeMap<String, Entry>, theirs: &BTreeMap<S
             None => unexplained.push(format!("{p}: {how}")),
         }
     }
-    eprintln!("{what}: {} paths compared; residual differences:", ours.len().max(theirs.len()));
+    eprintln!(
+        "{what}: {} paths compared; residual differences:",
+        ours.len().max(theirs.len())
+    );
     for (r, ps) in &residual {
         let shown: Vec<&str> = ps.iter().take(4).map(String::as_str).collect();
-        let more = if ps.len() > 4 { format!(" (+{} more)", ps.len() - 4) } else { String::new() };
+        let more = if ps.len() > 4 {
+            format!(" (+{} more)", ps.len() - 4)
+        } else {
+            String::new()
+        };
         eprintln!("  {}{more}: {r}", shown.join(", "));
     }
     assert!(
@@ -362,32 +403,52 @@ fn agent_init_set_amd64_matches_mmdebstrap() {
     amd64_parity("agent-init");
 }
 
+/// The (package, version) pairs of plan lines, for [`needs::pool_served`].
+fn pairs(plan: &[String]) -> Vec<(String, String)> {
+    plan.iter()
+        .filter_map(|l| {
+            let mut f = l.split(' ');
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect()
+}
+
+/// The arm64 agent-init reference plan, when the mirror serves every file of it.
+fn arm64_plan(mirror: &str) -> Option<Vec<String>> {
+    let plan = reference_plan(mirror, "arm64", "agent-init");
+    needs::pool_served(mirror, SUITE, "arm64", &pairs(&plan)).then_some(plan)
+}
+
 /// osbuilder's arm64 build of the agent-init reference set, shared by the arm64 tests.
-fn arm64_build(mirror: &str) -> (PathBuf, Vec<String>) {
-    static BUILT: std::sync::OnceLock<(tempfile::TempDir, Vec<String>)> = std::sync::OnceLock::new();
-    let (dir, plan) = BUILT.get_or_init(|| {
-        let plan = reference_plan(mirror, "arm64", "agent-init");
+fn arm64_build(mirror: &str, plan: &[String]) -> PathBuf {
+    static BUILT: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
         let dir = tempfile::tempdir_in("/var/tmp").unwrap();
-        build(mirror, "arm64", &names(&plan), &dir.path().join("rootfs"));
-        (dir, plan)
+        build(mirror, "arm64", &names(plan), &dir.path().join("rootfs"));
+        dir
     });
-    (dir.path().join("rootfs"), plan.clone())
+    dir.path().join("rootfs")
 }
 
 #[test]
 fn agent_init_set_arm64_matches_mmdebstrap_extract() {
     let Some(mirror) = can_run() else { return };
-    if !needs::pool_served(&mirror, SUITE, "arm64") {
+    let Some(plan) = arm64_plan(&mirror) else {
         return;
-    }
+    };
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let (ours, plan) = arm64_build(&mirror);
+    let ours = arm64_build(&mirror, &plan);
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let x = dir.path().join("extract");
     common::ok(
         Command::new("mmdebstrap")
             .env("SOURCE_DATE_EPOCH", EPOCH)
-            .args(["--mode=root", "--variant=extract", "--quiet", "--arch=arm64"])
+            .args([
+                "--mode=root",
+                "--variant=extract",
+                "--quiet",
+                "--arch=arm64",
+            ])
             .arg(format!("--include={}", names(&plan)))
             .arg(SUITE)
             .arg(&x)
@@ -405,7 +466,10 @@ fn agent_init_set_arm64_matches_mmdebstrap_extract() {
         .iter()
         .map(|p| {
             let d = osbuilder::pkg::Digest::Sha256(p["sha256"].as_str().unwrap().to_string());
-            cache.lookup(&d).unwrap().expect("package in the download cache")
+            cache
+                .lookup(&d)
+                .unwrap()
+                .expect("package in the download cache")
         })
         .collect();
     osbuilder::pkg::deb::extracted::configure_extracted(
@@ -416,7 +480,10 @@ fn agent_init_set_arm64_matches_mmdebstrap_extract() {
     )
     .unwrap();
     assert_parity(
-        &format!("arm64 agent-init set ({} packages), mmdebstrap --variant=extract + osbuilder's configuration", plan.len()),
+        &format!(
+            "arm64 agent-init set ({} packages), mmdebstrap --variant=extract + osbuilder's configuration",
+            plan.len()
+        ),
         &manifest(&ours),
         &manifest(&x),
         &reported(&ours),
@@ -425,15 +492,17 @@ fn agent_init_set_arm64_matches_mmdebstrap_extract() {
 
 #[test]
 fn arm64_ld_so_cache_is_the_targets_own() {
-    let Some(mirror) = needs::mirror() else { return };
+    let Some(mirror) = needs::mirror() else {
+        return;
+    };
     if !needs::tools(&[("qemu-aarch64-static", "qemu-user-static")]) || !needs::root() {
         return;
     }
-    if !needs::pool_served(&mirror, SUITE, "arm64") {
+    let Some(plan) = arm64_plan(&mirror) else {
         return;
-    }
+    };
     let _guard = HEAVY.lock().unwrap_or_else(|e| e.into_inner());
-    let (ours, _) = arm64_build(&mirror);
+    let ours = arm64_build(&mirror, &plan);
     // The target's own (static) ldconfig, emulated, chrooted into a copy of the tree.
     let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let copy = dir.path().join("copy");
@@ -448,5 +517,8 @@ fn arm64_ld_so_cache_is_the_targets_own() {
     let theirs = std::fs::read(copy.join("tmp/ld.so.cache.target")).unwrap();
     let mine = std::fs::read(ours.join("etc/ld.so.cache")).unwrap();
     assert!(theirs.len() > 1000, "the target's ldconfig found libraries");
-    assert!(mine == theirs, "arm64 /etc/ld.so.cache differs from the target ldconfig's");
+    assert!(
+        mine == theirs,
+        "arm64 /etc/ld.so.cache differs from the target ldconfig's"
+    );
 }

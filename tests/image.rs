@@ -382,6 +382,169 @@ fn reproducible_qcow2_and_seeds() {
     assert_ne!(uuid(&x), uuid(&z), "filesystem UUID ignores the seed");
 }
 
+/// Same rootfs (also copied elsewhere), same options, same SOURCE_DATE_EPOCH, no --seed:
+/// the same bytes whatever the output is called and wherever it, or the rootfs, lives —
+/// for every filesystem, table and format — and new UUIDs when one byte of content changes.
+#[test]
+fn same_inputs_give_the_same_bytes_under_any_name_or_folder() {
+    if !needs::tools(&[
+        ("qemu-img", "qemu-utils"),
+        ("mkfs.xfs", "xfsprogs"),
+        ("xfs_db", "xfsprogs"),
+        ("mkfs.erofs", "erofs-utils"),
+        ("fakeroot", "fakeroot"),
+        ("cmp", "diffutils"),
+    ]) {
+        return;
+    }
+    let d = scratch();
+    let r = make_tree(d.path());
+    // The same tree at another place: cp -a keeps owners, modes and times.
+    let other = d.path().join("elsewhere");
+    std::fs::create_dir(&other).unwrap();
+    run(Command::new("cp").arg("-a").arg(&r).arg(other.join("tree")));
+    std::fs::copy(d.path().join("rootfs.mtree"), other.join("tree.mtree")).unwrap();
+    let copy = other.join("tree");
+    for sub in ["a", "b"] {
+        std::fs::create_dir(d.path().join(sub)).unwrap();
+        std::fs::set_permissions(d.path().join(sub), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+    }
+    let a = d.path().join("a/kata-containers.img");
+    let b = d.path().join("b/guest.img");
+    for extra in [
+        &["--measured"][..],
+        &[
+            "--no-dax",
+            "--table",
+            "gpt",
+            "--measured",
+            "--format",
+            "qcow2",
+        ],
+        &["--no-dax", "--fs", "xfs"],
+        &["--no-dax", "--fs", "erofs", "--measured"],
+    ] {
+        fn with<'a>(out: &'a Path, extra: &[&'a str]) -> Vec<&'a str> {
+            let mut v = vec!["-o", out.to_str().unwrap()];
+            v.extend(extra);
+            v
+        }
+        image_ok(&r, &with(&a, extra));
+        image_ok(&copy, &with(&b, extra));
+        run(Command::new("cmp").arg(&a).arg(&b));
+        if extra.contains(&"--measured") {
+            run(Command::new("cmp")
+                .arg(d.path().join("a/root_hash.txt"))
+                .arg(d.path().join("b/root_hash.txt")));
+        }
+    }
+    // One byte of content (same size, same time) is a different image: new UUIDs.
+    image_ok(&r, &["-o", a.to_str().unwrap()]);
+    run(Command::new("sh").arg("-ec").arg(format!(
+        "cd '{}' && printf 'gueSt\\n' > h && touch -r etc/hostname h && cat h > etc/hostname \
+         && touch -r h etc/hostname && rm h",
+        copy.display()
+    )));
+    image_ok(&copy, &["-o", b.to_str().unwrap()]);
+    let (x, y) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(x.len(), y.len());
+    assert_ne!(
+        &x[440..444],
+        &y[440..444],
+        "the disk signature ignores the content"
+    );
+}
+
+/// Every filesystem keeps the tree's times (ext4 and xfs always did; erofs stamped every
+/// inode with the build time when SOURCE_DATE_EPOCH was unset), and SOURCE_DATE_EPOCH
+/// clamps them all the same way. Read back with debugfs, xfs_db and dump.erofs.
+#[test]
+fn every_filesystem_keeps_the_trees_times_and_the_epoch_clamps_them() {
+    if !needs::tools(&[
+        ("debugfs", "e2fsprogs"),
+        ("mkfs.xfs", "xfsprogs"),
+        ("xfs_db", "xfsprogs"),
+        ("mkfs.erofs", "erofs-utils"),
+        ("dump.erofs", "erofs-utils"),
+        ("fakeroot", "fakeroot"),
+    ]) {
+        return;
+    }
+    let d = scratch();
+    let r = d.path().join("rootfs");
+    std::fs::create_dir_all(r.join("sbin")).unwrap();
+    std::fs::write(r.join("sbin/init"), b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(r.join("sbin/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // 1500000000 = 2017-07-14 02:40:00 UTC
+    run(Command::new("touch")
+        .args(["-d", "@1500000000"])
+        .arg(r.join("sbin/init"))
+        .arg(r.join("sbin"))
+        .arg(&r));
+    // (SOURCE_DATE_EPOCH, the time every filesystem must show)
+    for (epoch, shown) in [
+        (None, "2017-07-14 02:40:00"),
+        (Some("1400000000"), "2014-05-13 16:53:20"),
+    ] {
+        for fs in ["ext4", "xfs", "erofs"] {
+            let img = d.path().join(format!("{fs}.img"));
+            let mut c = Command::new(BIN);
+            c.arg("image")
+                .arg(&r)
+                .args(["--no-dax", "--fs", fs, "-o"])
+                .arg(&img)
+                .env("TZ", "UTC");
+            match epoch {
+                Some(e) => c.env("SOURCE_DATE_EPOCH", e),
+                None => c.env_remove("SOURCE_DATE_EPOCH"),
+            };
+            run(&mut c);
+            let p = partitions(&img);
+            let part = d.path().join(format!("{fs}.part"));
+            extract(&img, p[0].0, p[0].1, &part);
+            for path in ["/sbin/init", "/"] {
+                let got = match fs {
+                    "ext4" => {
+                        let st = run(Command::new("debugfs")
+                            .env("TZ", "UTC")
+                            .arg("-R")
+                            .arg(format!("stat {path}"))
+                            .arg(&part));
+                        st.lines()
+                            .find(|l| l.starts_with(" mtime:"))
+                            .unwrap_or_default()
+                            .to_string()
+                    }
+                    "xfs" => run(Command::new("xfs_db")
+                        .env("TZ", "UTC")
+                        .args([
+                            "-r",
+                            "-c",
+                            &format!("path {path}"),
+                            "-c",
+                            "print core.mtime.sec",
+                        ])
+                        .arg(&part)),
+                    _ => run(Command::new("dump.erofs")
+                        .env("TZ", "UTC")
+                        .arg(format!("--path={path}"))
+                        .arg(&part)),
+                };
+                // debugfs and xfs_db print ctime(3) style, dump.erofs ISO style
+                let ctime_style = match shown {
+                    "2017-07-14 02:40:00" => "Fri Jul 14 02:40:00 2017",
+                    _ => "Tue May 13 16:53:20 2014",
+                };
+                assert!(
+                    got.contains(shown) || got.contains(ctime_style),
+                    "{fs} {path} with SOURCE_DATE_EPOCH={epoch:?}: {got}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn dax_header_with_measured_rootfs() {
     let d = scratch();

@@ -210,6 +210,48 @@ fn same_inputs_give_identical_bytes_and_epoch_changes_them() {
     }
 }
 
+/// The same rootfs, also copied elsewhere with its metadata, packed under different names
+/// in different folders: identical bytes (nothing of either path reaches the archive).
+#[test]
+fn same_rootfs_gives_the_same_initrd_under_any_name_or_folder() {
+    if !needs::root() {
+        return;
+    }
+    let d = open_tempdir();
+    let a = d.path().join("rootfs");
+    std::fs::create_dir(&a).unwrap();
+    make_tree(&a);
+    std::fs::write(
+        d.path().join("rootfs.mtree"),
+        "#mtree\n. type=dir uid=0 gid=0 mode=0755\n./dev/console type=char device=native,5,1\n",
+    )
+    .unwrap();
+    let other = d.path().join("elsewhere/deeper");
+    std::fs::create_dir_all(&other).unwrap();
+    sh(&format!(
+        "cp -a '{}' '{o}/tree' && cp '{}' '{o}/tree.mtree' && mkdir '{}/out1' '{o}/out2'",
+        a.display(),
+        d.path().join("rootfs.mtree").display(),
+        d.path().display(),
+        o = other.display()
+    ));
+    for c in ["gzip", "zstd"] {
+        let x = build(
+            &a,
+            &d.path().join("out1/kata-containers-initrd.img"),
+            "1700000000",
+            &["--compression", c],
+        );
+        let y = build(
+            &other.join("tree"),
+            &other.join("out2/guest.initrd"),
+            "1700000000",
+            &["--compression", c],
+        );
+        assert!(x == y, "{c}: the initrd depends on its name or folder");
+    }
+}
+
 #[test]
 fn every_compression_is_readable_by_the_reference_tools() {
     if !common::needs::tools(&[("cpio", "cpio")]) {

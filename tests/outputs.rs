@@ -162,7 +162,7 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
     let start = Instant::now();
     while !cond() {
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(120),
             "waited in vain: {what}"
         );
         std::thread::sleep(Duration::from_millis(20));

@@ -78,6 +78,20 @@ fn read_at(f: &mut File, off: u64, buf: &mut [u8]) -> Result<bool> {
     Ok(true)
 }
 
+/// The byte offset and kernel name of the first filesystem we recognise in a raw image
+/// (the first such partition, else the whole disk); None when there is none (a qcow2
+/// image, a tar, anything else). Publishers read the filesystem's UUID from there.
+pub fn root_filesystem(path: &Path) -> Result<Option<(u64, &'static str)>> {
+    let mut f =
+        File::open(path).with_context(|| format!("cannot open image {}", path.display()))?;
+    for (_, start) in partitions(&mut f)? {
+        if let Some(fs) = probe_fs(&mut f, start * SECTOR)? {
+            return Ok(Some((start * SECTOR, fs)));
+        }
+    }
+    Ok(probe_fs(&mut f, 0)?.map(|fs| (0, fs)))
+}
+
 /// The first partition holding a filesystem we recognise; or the whole disk.
 fn find_root(f: &mut File) -> Result<RootLocation> {
     for (number, start) in partitions(f)? {

@@ -22,7 +22,8 @@ partition; root_hash.txt is written beside the image (or --root-hash-file) and t
 parameters are printed.\n\n\
 Ownership, modes and device nodes come from ROOTFS.mtree (or --metadata); no privileges are \
 needed. SOURCE_DATE_EPOCH fixes every timestamp; --seed fixes UUIDs, salts and hash seeds \
-(default: derived from SOURCE_DATE_EPOCH and the output name, random without it).\n\n\
+(default: derived from the content — the tree as packed, SOURCE_DATE_EPOCH and these options, \
+never the output's name or folder — and random without SOURCE_DATE_EPOCH).\n\n\
 Host tools: ext4: e2fsprogs; xfs: xfsprogs; erofs: erofs-utils, fakeroot; qcow2: qemu-utils.\n\n\
 Examples:\n  osbuilder image rootfs/\n  osbuilder image rootfs/ --no-dax --table gpt -o root.img\n  \
 osbuilder image rootfs/ --fs erofs --measured --no-dax"

@@ -7,6 +7,7 @@ mod image;
 mod initrd;
 mod kernel;
 mod matrix;
+mod oci;
 mod provision;
 mod rootfs;
 
@@ -42,6 +43,12 @@ enum Command {
     Boot(boot::Args),
     /// Get a distro kernel for boot checks
     Kernel(kernel::Args),
+    /// Write an OCI image layout: a multi-arch index of baremetal and virtualization manifests
+    Oci(oci::OciArgs),
+    /// Push an OCI image layout to a registry (SBOMs attached as referrers)
+    Push(oci::PushArgs),
+    /// Pull one platform of an OS image from a registry into a folder (verified)
+    Pull(oci::PullArgs),
 }
 
 /// Parse arguments, run, and map errors to exit codes: 0 ok, 1 failed, 2 refused request.
@@ -56,6 +63,9 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Oci(a) => oci::run_oci(a),
+        Command::Push(a) => oci::run_push(a),
+        Command::Pull(a) => oci::run_pull(a),
     };
     match result {
         Ok(()) => 0,

@@ -60,7 +60,8 @@ pub struct Options {
     pub align_mb: Option<u64>,
     pub block_size: u32,
     pub metadata: Option<PathBuf>,
-    /// None: derived from SOURCE_DATE_EPOCH and the output name, or random without it.
+    /// None: derived from the content (tree, SOURCE_DATE_EPOCH, options; see
+    /// `default_seed`), or random without SOURCE_DATE_EPOCH.
     pub seed: Option<String>,
     pub arch: Arch,
     pub source_date_epoch: Option<i64>,
@@ -120,21 +121,43 @@ fn derive(seed: &str, purpose: &str) -> [u8; 32] {
     Sha256::digest(format!("osbuilder:{purpose}:{seed}").as_bytes()).into()
 }
 
-fn default_seed(o: &Options) -> Result<String> {
-    let name = o
-        .output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    Ok(match o.source_date_epoch {
-        Some(t) => format!("{t}:{name}"),
-        None => {
-            use std::io::Read;
-            let mut b = [0u8; 16];
-            File::open("/dev/urandom")?.read_exact(&mut b)?;
-            verity::hex(&b)
-        }
-    })
+/// The seed when `--seed` is not given.
+///
+/// With SOURCE_DATE_EPOCH: a digest of everything that decides the image's bytes — the
+/// tree as packed ([`Tree::digest`]), the epoch, and every packing option — and of
+/// nothing else: not the output's name or folder, nor where the rootfs lives. The same
+/// inputs give the same image wherever it is written, and a change to any of them gives
+/// new UUIDs.
+///
+/// Without it the image carries the build time in its timestamps anyway, so it is not
+/// reproducible; the seed is random then, as mkfs's UUIDs are, so two such images never
+/// share filesystem or partition UUIDs.
+fn default_seed(o: &Options, tree: &Tree, align: u64) -> Result<String> {
+    let Some(epoch) = o.source_date_epoch else {
+        use std::io::Read;
+        let mut b = [0u8; 16];
+        File::open("/dev/urandom")?.read_exact(&mut b)?;
+        return Ok(verity::hex(&b));
+    };
+    let options = format!(
+        "fs={} table={:?} dax={} measured={} format={:?} size={:?} free={} align={align} \
+         block={} arch={}",
+        o.fs.name(),
+        o.table,
+        o.dax,
+        o.measured,
+        o.format,
+        o.size_mb,
+        o.free_mb,
+        o.block_size,
+        o.arch.name()
+    );
+    let mut h = Sha256::new();
+    h.update(b"osbuilder-image-seed-v1\0");
+    h.update(tree.digest()?);
+    h.update(epoch.to_le_bytes());
+    h.update(options.as_bytes());
+    Ok(verity::hex(&h.finalize()))
 }
 
 /// A private scratch folder beside the output (same filesystem, so copies can reflink),
@@ -179,6 +202,12 @@ enum Plan {
 }
 
 pub fn build(o: &Options) -> Result<Report> {
+    build_image(o).map_err(|e| {
+        crate::error::explain_disk_full(e, &crate::output::folder_of(&o.output), "the image")
+    })
+}
+
+fn build_image(o: &Options) -> Result<Report> {
     validate(o)?;
     let mut tools: Vec<(&str, &str)> = o.fs.tools().to_vec();
     if o.format == Format::Qcow2 {
@@ -206,9 +235,10 @@ pub fn build(o: &Options) -> Result<Report> {
             .duration_since(std::time::UNIX_EPOCH)?
             .as_secs() as i64,
     };
+    let align = o.align_mb.unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 }) * MIB;
     let seed = match &o.seed {
         Some(s) => s.clone(),
-        None => default_seed(o)?,
+        None => default_seed(o, &tree, align)?,
     };
     let bs = o.block_size as u64;
     let free = o.free_mb * MIB;
@@ -249,7 +279,6 @@ pub fn build(o: &Options) -> Result<Report> {
         }
     };
 
-    let align = o.align_mb.unwrap_or(if o.dax { DAX_ALIGN_MB } else { 1 }) * MIB;
     let layout = Layout::compute(&Request {
         table: o.table,
         dax: o.dax,
@@ -419,35 +448,32 @@ fn check_rootfs(tree: &Tree) -> Result<()> {
 /// Copy a filesystem image into the output at `offset`, data extents only (holes stay
 /// holes), with copy_file_range so the kernel can share or copy without user space.
 fn copy_into(src: &Path, dst: &File, offset: u64) -> Result<()> {
-    use std::os::fd::AsRawFd;
+    use rustix::fs::{SeekFrom, copy_file_range, seek};
     let f = File::open(src)?;
     let len = f.metadata()?.len();
-    let (sfd, dfd) = (f.as_raw_fd(), dst.as_raw_fd());
-    let mut pos: i64 = 0;
-    while (pos as u64) < len {
-        // SAFETY: plain syscalls on open descriptors.
-        let data = unsafe { libc::lseek(sfd, pos, libc::SEEK_DATA) };
-        if data < 0 {
-            break; // ENXIO: only a hole remains
-        }
-        let hole = unsafe { libc::lseek(sfd, data, libc::SEEK_HOLE) };
+    let failed = |e: rustix::io::Errno| {
+        anyhow::Error::from(std::io::Error::from(e))
+            .context(format!("copying {} into the image", crate::show::path(src)))
+    };
+    let mut pos = 0u64;
+    while pos < len {
+        let data = match seek(&f, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break, // only a hole remains
+            Err(e) => return Err(failed(e)),
+        };
+        let end = seek(&f, SeekFrom::Hole(data)).unwrap_or(len).min(len);
         let mut off_in = data;
-        let mut off_out = offset as i64 + data;
-        let end = if hole < 0 { len as i64 } else { hole };
+        let mut off_out = offset + data;
         while off_in < end {
-            let n = unsafe {
-                libc::copy_file_range(
-                    sfd,
-                    &mut off_in,
-                    dfd,
-                    &mut off_out,
-                    (end - off_in) as usize,
-                    0,
-                )
-            };
-            if n <= 0 {
-                return Err(std::io::Error::last_os_error())
-                    .with_context(|| format!("copying {} into the image", src.display()));
+            let want = (end - off_in) as usize;
+            let n = copy_file_range(&f, Some(&mut off_in), dst, Some(&mut off_out), want)
+                .map_err(failed)?;
+            if n == 0 {
+                bail!(
+                    "copying {} into the image: it ended early, at byte {off_in} of {len}",
+                    crate::show::path(src)
+                );
             }
         }
         pos = end;

@@ -9,7 +9,6 @@
 //! tables, and the rule that drops a too-small last group).
 
 use std::collections::HashMap;
-use std::os::unix::ffi::OsStrExt;
 
 use crate::tree::{Kind, Tree};
 
@@ -90,12 +89,8 @@ fn file_blocks(size: u64, bs: u64) -> u64 {
 }
 
 fn has_xattrs(path: &std::path::Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: a valid NUL-terminated path and a null buffer of size 0 (size query).
-    let n = unsafe { libc::llistxattr(c.as_ptr(), std::ptr::null_mut(), 0) };
-    n > 0
+    // An empty buffer asks for the size of the name list.
+    rustix::fs::llistxattr(path, &mut [] as &mut [u8]).is_ok_and(|n| n > 0)
 }
 
 /// Count what `tree` needs in ext4 with `bs`-byte blocks.

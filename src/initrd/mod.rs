@@ -48,6 +48,12 @@ pub struct Report {
 }
 
 pub fn build(opts: &Options) -> Result<Report> {
+    build_initrd(opts).map_err(|e| {
+        crate::error::explain_disk_full(e, &crate::output::folder_of(&opts.output), "the initrd")
+    })
+}
+
+fn build_initrd(opts: &Options) -> Result<Report> {
     let level = opts.level.unwrap_or(opts.compression.default_level());
     let (lo, hi) = opts.compression.level_range();
     if opts.compression != Compression::None && !(lo..=hi).contains(&level) {

@@ -189,8 +189,9 @@ fn unescape_mountinfo(s: &str) -> String {
 /// absolute destination. `force` allows replacing a folder, file or symlink osbuilder did not
 /// make; it never allows the protected folders or a mount point.
 pub fn check_destination(dest: &Path, kind: DirKind, force: bool) -> Result<PathBuf> {
+    super::check_path_length(dest)?;
     let (path, _parent, _name) = resolved(dest)?;
-    let shown = dest.display();
+    let shown = crate::show::path(dest);
     if let Some(what) = protected(&path) {
         return Err(refused(format!(
             "refusing to replace {shown}: it is {what}; give -o a new folder such as {shown}/rootfs"

@@ -54,6 +54,43 @@ pub fn untrack(p: &Path) {
     }
 }
 
+/// The folder an output file goes into ("." for a bare name).
+pub fn folder_of(dest: &Path) -> PathBuf {
+    match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Linux's limits: 255 bytes per name, 4095 per path.
+const NAME_MAX: usize = 255;
+const PATH_MAX: usize = 4095;
+
+/// Refuse an output path the kernel would refuse with ENAMETOOLONG, saying which limit.
+pub fn check_path_length(p: &Path) -> Result<()> {
+    let bytes = p.as_os_str().as_encoded_bytes();
+    let longest = p
+        .components()
+        .map(|c| c.as_os_str().len())
+        .max()
+        .unwrap_or(0);
+    let abs = std::path::absolute(p).map_or(bytes.len(), |a| a.as_os_str().len());
+    if longest > NAME_MAX {
+        return Err(crate::error::refused(format!(
+            "output path {} has a name of {longest} bytes; Linux allows {NAME_MAX} per name: \
+             choose a shorter -o",
+            crate::show::path(p)
+        )));
+    }
+    if abs > PATH_MAX {
+        return Err(crate::error::refused(format!(
+            "output path {} is {abs} bytes long; Linux allows {PATH_MAX}: choose a shorter -o",
+            crate::show::path(p)
+        )));
+    }
+    Ok(())
+}
+
 /// The hidden temporary name osbuilder gives a `tag` ("partial", "work", "old") of output
 /// `name` in this process: `.NAME.TAG-PID`. Per process, so concurrent or killed runs never
 /// collide; recognisable, so [`sweep`] finds the leftovers of dead ones.
@@ -82,37 +119,42 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Create the temporary file now, so an unwritable destination fails before any work.
     pub fn create(dest: &Path) -> Result<AtomicFile> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
+        check_path_length(dest)?;
+        let dir = folder_of(dest);
+        let shown = crate::show::path(dest);
         let name = dest
             .file_name()
-            .with_context(|| format!("output path {} has no file name", dest.display()))?;
+            .with_context(|| format!("output path {shown} has no file name"))?;
         if dest.is_dir() {
-            anyhow::bail!("output {} is a directory; give a file name", dest.display());
+            anyhow::bail!("output {shown} is a directory; give a file name");
         }
-        let md = std::fs::metadata(&dir).with_context(|| {
-            format!(
-                "cannot write output {}: folder {} does not exist",
-                dest.display(),
-                dir.display()
-            )
-        })?;
+        let md = match std::fs::metadata(&dir) {
+            Ok(md) => md,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+                "cannot write output {shown}: folder {} does not exist; create it first",
+                crate::show::path(&dir)
+            ),
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot write output {shown}: cannot reach folder {}",
+                        crate::show::path(&dir)
+                    )
+                });
+            }
+        };
         if !md.is_dir() {
             anyhow::bail!(
-                "cannot write output {}: {} is not a folder",
-                dest.display(),
-                dir.display()
+                "cannot write output {shown}: {} is not a folder",
+                crate::show::path(&dir)
             );
         }
         sweep::leftovers(&dir, name);
         let tmp = dir.join(temp_name(name, "partial"));
         let file = File::create(&tmp).with_context(|| {
             format!(
-                "cannot write output {} (in {})",
-                dest.display(),
-                dir.display()
+                "cannot write output {shown} (in {})",
+                crate::show::path(&dir)
             )
         })?;
         track(&tmp);

@@ -12,15 +12,21 @@
 //! As root, ownership, modes and device nodes are applied on disk. As an unprivileged user
 //! they are recorded in the rootfs [`Mtree`] (every entry gets its type, uid, gid and
 //! mode), devices exist only there, and directories stay owner-writable on disk so the
-//! build can go on; packers merge the two (see `tree::Tree::scan`).
+//! build can go on; packers merge the two (see `tree::Tree::scan`). A root the extractor
+//! fills from empty is the guest's `/`: it is root's, mode 0755, like every directory the
+//! extractor creates, whoever runs the build.
+//!
+//! Every system call goes through `rustix`'s safe `*at` wrappers on descriptors this
+//! module owns: there is no `unsafe` here.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
+use rustix::fs::{AtFlags, FileType as RawType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
+use rustix::io::Errno;
 
 use crate::tree::mtree::{MEntry, MType, Mtree};
 
@@ -37,7 +43,7 @@ pub struct ExtractOptions {
 impl Default for ExtractOptions {
     fn default() -> Self {
         ExtractOptions {
-            privileged: unsafe { libc::geteuid() } == 0,
+            privileged: rustix::process::geteuid().is_root(),
             rewrite: None,
         }
     }
@@ -85,28 +91,24 @@ pub struct Extractor {
     /// Mtime of directories the extractor creates on its own (missing parents) and of
     /// the root; see [`Extractor::set_default_mtime`].
     default_mtime: i64,
+    /// The root was empty when opened: the extractor builds this tree, so the root is the
+    /// guest's `/` and gets root:root 0755 in `finish` (a populated root, such as a user's
+    /// rootfs being provisioned, keeps what it has).
+    owns_root: bool,
 }
 
 const MAX_SYMLINKS: usize = 40;
 
-fn cstr(b: &[u8]) -> Result<CString> {
-    CString::new(b).with_context(|| format!("path {:?} contains NUL", String::from_utf8_lossy(b)))
-}
-
-fn errno() -> std::io::Error {
-    std::io::Error::last_os_error()
-}
-
 fn show(p: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(p))
+    crate::show::in_root(p)
 }
 
 /// Split an archive path into components, refusing absolute paths and `..`.
 fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     if raw.starts_with(b"/") {
         bail!(
-            "entry {:?} has an absolute path; refusing to write outside the rootfs",
-            String::from_utf8_lossy(raw)
+            "entry {} has an absolute path; refusing to write outside the rootfs",
+            crate::show::bytes(raw)
         );
     }
     let mut out = Vec::new();
@@ -114,8 +116,8 @@ fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
         match c {
             b"" | b"." => {}
             b".." => bail!(
-                "entry {:?} climbs out with '..'; refusing to write outside the rootfs",
-                String::from_utf8_lossy(raw)
+                "entry {} climbs out with '..'; refusing to write outside the rootfs",
+                crate::show::bytes(raw)
             ),
             c => out.push(c.to_vec()),
         }
@@ -130,50 +132,37 @@ enum FileType {
     Other,
 }
 
-fn fstatat_nofollow(dir: RawFd, name: &CString) -> std::io::Result<libc::stat> {
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let r = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if r != 0 { Err(errno()) } else { Ok(st) }
-}
-
-fn file_type(st: &libc::stat) -> FileType {
-    match st.st_mode & libc::S_IFMT {
-        libc::S_IFDIR => FileType::Dir,
-        libc::S_IFLNK => FileType::Symlink,
-        _ => FileType::Other,
+/// The type of `name` in `dir`, without following a symlink there; `None` when absent.
+fn type_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<Option<FileType>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => Ok(Some(match RawType::from_raw_mode(st.st_mode) {
+            RawType::Directory => FileType::Dir,
+            RawType::Symlink => FileType::Symlink,
+            _ => FileType::Other,
+        })),
+        Err(Errno::NOENT) => Ok(None),
+        Err(e) => Err(e),
     }
 }
 
-fn readlinkat(dir: RawFd, name: &CString) -> Result<Vec<u8>> {
-    let mut buf = vec![0u8; 4096];
-    let n = unsafe {
-        libc::readlinkat(
-            dir,
-            name.as_ptr(),
-            buf.as_mut_ptr() as *mut libc::c_char,
-            buf.len(),
-        )
-    };
-    if n < 0 {
-        return Err(errno()).context("readlink");
-    }
-    buf.truncate(n as usize);
-    Ok(buf)
+fn readlinkat(dir: BorrowedFd<'_>, name: &[u8]) -> Result<Vec<u8>> {
+    Ok(rustix::fs::readlinkat(dir, name, Vec::new())
+        .context("readlink")?
+        .into_bytes())
 }
 
-fn open_dir_at(dir: RawFd, name: &CString) -> std::io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::openat(
-            dir,
-            name.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        Err(errno())
-    } else {
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+/// A directory handle for walking (`O_PATH`: it can only be used as a base for `*at`).
+fn open_dir_at(dir: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+fn mode(bits: u32) -> Mode {
+    Mode::from_raw_mode(bits & 0o7777)
 }
 
 /// A resolved parent directory: its descriptor, its path in the root, the final name.
@@ -187,9 +176,6 @@ impl Parent {
     fn rel(&self) -> Vec<u8> {
         join(&self.dir, &self.name)
     }
-    fn cname(&self) -> Result<CString> {
-        cstr(&self.name)
-    }
 }
 
 fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
@@ -200,27 +186,36 @@ fn join(dir: &[u8], name: &[u8]) -> Vec<u8> {
     }
 }
 
+/// A name the kernel can take: no NUL byte (tar names cannot hold one, but callers can).
+fn check_name(name: &[u8]) -> Result<()> {
+    if name.contains(&0) {
+        bail!("path {} contains NUL", crate::show::bytes(name));
+    }
+    Ok(())
+}
+
 impl Extractor {
     /// Extract into `root`, an existing directory.
     pub fn new(root: &Path, opts: ExtractOptions) -> Result<Extractor> {
-        let c = cstr(root.as_os_str().as_encoded_bytes())?;
-        let fd = unsafe {
-            libc::open(
-                c.as_ptr(),
-                libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-            )
-        };
-        if fd < 0 {
-            return Err(errno()).with_context(|| format!("opening rootfs {}", root.display()));
-        }
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .with_context(|| format!("opening rootfs {}", root.display()))?;
+        let owns_root = std::fs::read_dir(root)
+            .with_context(|| format!("listing rootfs {}", root.display()))?
+            .next()
+            .is_none();
         Ok(Extractor {
             root: root.to_path_buf(),
-            root_fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            root_fd: fd,
             privileged: opts.privileged,
             rewrite: opts.rewrite,
             mtree: Mtree::new(),
             dirs: BTreeMap::new(),
             default_mtime: 0,
+            owns_root,
         })
     }
 
@@ -271,16 +266,13 @@ impl Extractor {
                 }
                 _ => {}
             }
-            let c = cstr(&comp)?;
-            let st = match fstatat_nofollow(cur.as_raw_fd(), &c) {
-                Ok(st) => Some(st),
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => None,
-                Err(e) => return Err(e).context(format!("looking up {}", show(&comp))),
-            };
-            match st.as_ref().map(file_type) {
+            check_name(&comp)?;
+            let st = type_at(cur.as_fd(), &comp)
+                .with_context(|| format!("looking up {}", show(&comp)))?;
+            match st {
                 None if create => {
                     let dir = names.join(&b'/');
-                    self.mkdir_raw(cur.as_raw_fd(), &c, &join(&dir, &comp), None)?;
+                    self.mkdir_raw(cur.as_fd(), &comp, &join(&dir, &comp), None)?;
                 }
                 None => bail!("{} does not exist", show(&join(&names.join(&b'/'), &comp))),
                 Some(FileType::Dir) => {}
@@ -289,7 +281,7 @@ impl Extractor {
                     if links > MAX_SYMLINKS {
                         bail!("too many levels of symlinks at {}", show(&comp));
                     }
-                    let target = readlinkat(cur.as_raw_fd(), &c)?;
+                    let target = readlinkat(cur.as_fd(), &comp)?;
                     if target.starts_with(b"/") {
                         stack.clear();
                         names.clear();
@@ -306,7 +298,7 @@ impl Extractor {
                     show(&join(&names.join(&b'/'), &comp))
                 ),
             }
-            let next = open_dir_at(cur.as_raw_fd(), &c)
+            let next = open_dir_at(cur.as_fd(), &comp)
                 .with_context(|| format!("opening {}", show(&comp)))?;
             stack.push((std::mem::replace(&mut cur, next), comp.clone()));
             names.push(comp);
@@ -326,21 +318,20 @@ impl Extractor {
         let Some(name) = comps.pop() else {
             return Ok(None); // the root itself
         };
+        check_name(&name)?;
         let (fd, dir) = self.walk_dirs(&comps, create)?;
         Ok(Some(Parent { fd, dir, name }))
     }
 
     fn mkdir_raw(
         &mut self,
-        dir: RawFd,
-        name: &CString,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
         rel: &[u8],
         a: Option<Attrs>,
     ) -> Result<()> {
-        let r = unsafe { libc::mkdirat(dir, name.as_ptr(), 0o755) };
-        if r != 0 {
-            return Err(errno()).with_context(|| format!("creating directory {}", show(rel)));
-        }
+        rustix::fs::mkdirat(dir, name, mode(0o755))
+            .with_context(|| format!("creating directory {}", show(rel)))?;
         let a = a.unwrap_or(Attrs::root(0o755, self.default_mtime));
         self.apply_owner(dir, name, rel, MType::Dir, a, None)?;
         self.dirs.insert(rel.to_vec(), (a.mode, a.mtime));
@@ -351,20 +342,22 @@ impl Extractor {
     /// non-directories (directory modes are applied in `finish`).
     fn apply_owner(
         &mut self,
-        dir: RawFd,
-        name: &CString,
+        dir: BorrowedFd<'_>,
+        name: &[u8],
         rel: &[u8],
         kind: MType,
         a: Attrs,
         device: Option<(u32, u32)>,
     ) -> Result<()> {
         if self.privileged {
-            let r = unsafe {
-                libc::fchownat(dir, name.as_ptr(), a.uid, a.gid, libc::AT_SYMLINK_NOFOLLOW)
-            };
-            if r != 0 {
-                return Err(errno()).with_context(|| format!("chown {}", show(rel)));
-            }
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw_unchecked(a.uid)),
+                Some(Gid::from_raw_unchecked(a.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("chown {}", show(rel)))?;
         } else {
             self.mtree.remove(rel);
             self.mtree.set(
@@ -381,10 +374,12 @@ impl Extractor {
             );
         }
         if !matches!(kind, MType::Dir | MType::Link) {
-            // After chown: chown clears setuid bits.
-            let r = unsafe { libc::fchmodat(dir, name.as_ptr(), a.mode & 0o7777, 0) };
-            if r != 0 && kind != MType::Char && kind != MType::Block {
-                return Err(errno()).with_context(|| format!("chmod {}", show(rel)));
+            // After chown: chown clears setuid bits. The name was just created by this
+            // extractor as a non-symlink, so following it (fchmodat has no NOFOLLOW on
+            // Linux) stays on that entry.
+            let r = rustix::fs::chmodat(dir, name, mode(a.mode), AtFlags::empty());
+            if kind != MType::Char && kind != MType::Block {
+                r.with_context(|| format!("chmod {}", show(rel)))?;
             }
         }
         if kind != MType::Dir {
@@ -396,14 +391,14 @@ impl Extractor {
     /// Make room for a new non-directory entry: remove whatever non-directory is there.
     /// Returns true when a directory is in the way (an empty one is removed).
     fn clear_slot(&mut self, p: &Parent, replace_dir: bool) -> Result<bool> {
-        let c = p.cname()?;
-        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
-            Err(e) => Err(e).with_context(|| format!("looking up {}", show(&p.rel()))),
-            Ok(st) if file_type(&st) == FileType::Dir => {
+        match type_at(p.fd.as_fd(), &p.name)
+            .with_context(|| format!("looking up {}", show(&p.rel())))?
+        {
+            None => Ok(false),
+            Some(FileType::Dir) => {
                 if replace_dir
-                    && unsafe { libc::unlinkat(p.fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) }
-                        == 0
+                    && rustix::fs::unlinkat(p.fd.as_fd(), p.name.as_slice(), AtFlags::REMOVEDIR)
+                        .is_ok()
                 {
                     self.dirs.remove(&p.rel());
                     self.mtree.remove(&p.rel());
@@ -411,10 +406,9 @@ impl Extractor {
                 }
                 Ok(true)
             }
-            Ok(_) => {
-                if unsafe { libc::unlinkat(p.fd.as_raw_fd(), c.as_ptr(), 0) } != 0 {
-                    return Err(errno()).with_context(|| format!("replacing {}", show(&p.rel())));
-                }
+            Some(_) => {
+                rustix::fs::unlinkat(p.fd.as_fd(), p.name.as_slice(), AtFlags::empty())
+                    .with_context(|| format!("replacing {}", show(&p.rel())))?;
                 self.mtree.remove(&p.rel());
                 Ok(false)
             }
@@ -427,10 +421,9 @@ impl Extractor {
         let Some(p) = self.parent_of(path, true)? else {
             return Ok(Vec::new());
         };
-        let c = p.cname()?;
-        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
-            Ok(st) if file_type(&st) == FileType::Dir => Ok(p.rel()),
-            Ok(st) if file_type(&st) == FileType::Symlink => {
+        match type_at(p.fd.as_fd(), &p.name) {
+            Ok(Some(FileType::Dir)) => Ok(p.rel()),
+            Ok(Some(FileType::Symlink)) => {
                 // Must lead to a directory inside the root.
                 let mut comps: Vec<Vec<u8>> = if p.dir.is_empty() {
                     Vec::new()
@@ -446,13 +439,13 @@ impl Extractor {
                 })?;
                 Ok(real)
             }
-            Ok(_) => bail!(
+            Ok(Some(FileType::Other)) => bail!(
                 "{} exists and is not a directory; cannot create a directory there",
                 show(&p.rel())
             ),
-            Err(_) => {
+            Ok(None) | Err(_) => {
                 let rel = p.rel();
-                self.mkdir_raw(p.fd.as_raw_fd(), &c, &rel, Some(a))?;
+                self.mkdir_raw(p.fd.as_fd(), &p.name, &rel, Some(a))?;
                 Ok(rel)
             }
         }
@@ -469,24 +462,19 @@ impl Extractor {
                 show(&p.rel())
             );
         }
-        let c = p.cname()?;
-        let fd = unsafe {
-            libc::openat(
-                p.fd.as_raw_fd(),
-                c.as_ptr(),
-                libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                0o600,
-            )
-        };
-        if fd < 0 {
-            return Err(errno()).with_context(|| format!("creating {}", show(&p.rel())));
-        }
-        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let fd = rustix::fs::openat(
+            p.fd.as_fd(),
+            p.name.as_slice(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            mode(0o600),
+        )
+        .with_context(|| format!("creating {}", show(&p.rel())))?;
+        let mut f = std::fs::File::from(fd);
         std::io::copy(data, &mut f).with_context(|| format!("writing {}", show(&p.rel())))?;
         f.flush()?;
         drop(f);
         let rel = p.rel();
-        self.apply_owner(p.fd.as_raw_fd(), &c, &rel, MType::File, a, None)?;
+        self.apply_owner(p.fd.as_fd(), &p.name, &rel, MType::File, a, None)?;
         Ok(rel)
     }
 
@@ -500,16 +488,14 @@ impl Extractor {
             bail!(
                 "{} is a non-empty directory; cannot replace it with a symlink to {}",
                 show(&p.rel()),
-                String::from_utf8_lossy(target)
+                crate::show::bytes(target)
             );
         }
-        let c = p.cname()?;
-        let t = cstr(target)?;
-        if unsafe { libc::symlinkat(t.as_ptr(), p.fd.as_raw_fd(), c.as_ptr()) } != 0 {
-            return Err(errno()).with_context(|| format!("creating symlink {}", show(&p.rel())));
-        }
+        check_name(target)?;
+        rustix::fs::symlinkat(target, p.fd.as_fd(), p.name.as_slice())
+            .with_context(|| format!("creating symlink {}", show(&p.rel())))?;
         let rel = p.rel();
-        self.apply_owner(p.fd.as_raw_fd(), &c, &rel, MType::Link, a, None)?;
+        self.apply_owner(p.fd.as_fd(), &p.name, &rel, MType::Link, a, None)?;
         Ok(rel)
     }
 
@@ -517,17 +503,19 @@ impl Extractor {
     pub fn hard_link(&mut self, path: &[u8], target: &[u8]) -> Result<Vec<u8>> {
         let src = self
             .parent_of(target, false)
-            .with_context(|| format!("hard link target {:?}", String::from_utf8_lossy(target)))?
+            .with_context(|| format!("hard link target {}", crate::show::bytes(target)))?
             .context("a hard link cannot point at the root")?;
-        let sc = src.cname()?;
-        let st = fstatat_nofollow(src.fd.as_raw_fd(), &sc).with_context(|| {
-            format!(
-                "hard link {} points at {}, which is not in the rootfs",
-                show(path),
-                show(&src.rel())
-            )
-        })?;
-        if file_type(&st) == FileType::Dir {
+        let st = type_at(src.fd.as_fd(), &src.name)
+            .ok()
+            .flatten()
+            .with_context(|| {
+                format!(
+                    "hard link {} points at {}, which is not in the rootfs",
+                    show(path),
+                    show(&src.rel())
+                )
+            })?;
+        if st == FileType::Dir {
             bail!("hard link {} points at a directory", show(path));
         }
         let dst = self
@@ -539,19 +527,15 @@ impl Extractor {
                 show(&dst.rel())
             );
         }
-        let dc = dst.cname()?;
-        if unsafe {
-            libc::linkat(
-                src.fd.as_raw_fd(),
-                sc.as_ptr(),
-                dst.fd.as_raw_fd(),
-                dc.as_ptr(),
-                0,
-            )
-        } != 0
-        {
-            return Err(errno()).with_context(|| format!("hard-linking {}", show(&dst.rel())));
-        }
+        // No AT_SYMLINK_FOLLOW: a symlink as the source is linked itself, not its target.
+        rustix::fs::linkat(
+            src.fd.as_fd(),
+            src.name.as_slice(),
+            dst.fd.as_fd(),
+            dst.name.as_slice(),
+            AtFlags::empty(),
+        )
+        .with_context(|| format!("hard-linking {}", show(&dst.rel())))?;
         let rel = dst.rel();
         if !self.privileged {
             if let Some(e) = self.mtree.get(&src.rel()).cloned() {
@@ -575,20 +559,18 @@ impl Extractor {
         if self.clear_slot(&p, false)? {
             bail!("{} is a directory", show(&p.rel()));
         }
-        let c = p.cname()?;
         let rel = p.rel();
         let fmt = match kind {
-            MType::Char => libc::S_IFCHR,
-            MType::Block => libc::S_IFBLK,
-            MType::Fifo => libc::S_IFIFO,
+            MType::Char => RawType::CharacterDevice,
+            MType::Block => RawType::BlockDevice,
+            MType::Fifo => RawType::Fifo,
             other => bail!("{} has unsupported type {}", show(&rel), other.name()),
         };
         if self.privileged || kind == MType::Fifo {
-            let dev = libc::makedev(device.0, device.1);
-            if unsafe { libc::mknodat(p.fd.as_raw_fd(), c.as_ptr(), fmt | 0o600, dev) } != 0 {
-                return Err(errno()).with_context(|| format!("creating {}", show(&rel)));
-            }
-            self.apply_owner(p.fd.as_raw_fd(), &c, &rel, kind, a, None)?;
+            let dev = rustix::fs::makedev(device.0, device.1);
+            rustix::fs::mknodat(p.fd.as_fd(), p.name.as_slice(), fmt, mode(0o600), dev)
+                .with_context(|| format!("creating {}", show(&rel)))?;
+            self.apply_owner(p.fd.as_fd(), &p.name, &rel, kind, a, None)?;
         } else {
             self.mtree.remove(&rel);
             self.mtree.set(
@@ -625,11 +607,11 @@ impl Extractor {
             let Ok((fd, dir)) = self.walk_dirs(&comps, false) else {
                 return Ok(None);
             };
-            let c = cstr(&name)?;
-            match fstatat_nofollow(fd.as_raw_fd(), &c) {
-                Err(_) => return Ok(None),
-                Ok(st) if file_type(&st) == FileType::Symlink => {
-                    let t = readlinkat(fd.as_raw_fd(), &c)?;
+            check_name(&name)?;
+            match type_at(fd.as_fd(), &name) {
+                Err(_) | Ok(None) => return Ok(None),
+                Ok(Some(FileType::Symlink)) => {
+                    let t = readlinkat(fd.as_fd(), &name)?;
                     let base = if t.starts_with(b"/") { Vec::new() } else { dir };
                     let joined = join(&base, &t);
                     comps = joined
@@ -641,23 +623,19 @@ impl Extractor {
                     // above the root); a trailing '..' cannot name a file.
                     continue;
                 }
-                Ok(st) if file_type(&st) == FileType::Other => {
-                    let f = unsafe {
-                        libc::openat(
-                            fd.as_raw_fd(),
-                            c.as_ptr(),
-                            libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-                        )
-                    };
-                    if f < 0 {
-                        return Err(errno()).with_context(|| format!("reading {}", show(path)));
-                    }
-                    let mut file = unsafe { std::fs::File::from_raw_fd(f) };
+                Ok(Some(FileType::Other)) => {
+                    let f = rustix::fs::openat(
+                        fd.as_fd(),
+                        name.as_slice(),
+                        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )
+                    .with_context(|| format!("reading {}", show(path)))?;
                     let mut out = Vec::new();
-                    file.read_to_end(&mut out)?;
+                    std::fs::File::from(f).read_to_end(&mut out)?;
                     return Ok(Some(out));
                 }
-                Ok(_) => return Ok(None),
+                Ok(Some(FileType::Dir)) => return Ok(None),
             }
         }
         bail!("too many levels of symlinks reading {}", show(path))
@@ -689,7 +667,7 @@ impl Extractor {
             let raw = entry.path_bytes().into_owned();
             let item = self
                 .unpack_entry(&mut entry, &raw)
-                .with_context(|| format!("{origin}: {}", String::from_utf8_lossy(&raw)))?;
+                .with_context(|| format!("{origin}: {}", crate::show::bytes(&raw)))?;
             if let Some(i) = item {
                 out.push(i);
             }
@@ -703,11 +681,19 @@ impl Extractor {
         raw: &[u8],
     ) -> Result<Option<Installed>> {
         let h = entry.header();
+        // An id beyond 32 bits would wrap (to root, say), and 2^32-1 is chown's "leave
+        // unchanged": neither names an owner.
+        let id = |v: u64, what: &str| -> Result<u32> {
+            u32::try_from(v)
+                .ok()
+                .filter(|v| *v != u32::MAX)
+                .with_context(|| format!("{what} {v} is not a valid owner"))
+        };
         let a = Attrs {
             mode: h.mode()? & 0o7777,
-            uid: h.uid()? as u32,
-            gid: h.gid()? as u32,
-            mtime: h.mtime()? as i64,
+            uid: id(h.uid()?, "uid")?,
+            gid: id(h.gid()?, "gid")?,
+            mtime: i64::try_from(h.mtime()?).unwrap_or(i64::MAX),
         };
         let et = h.entry_type();
         let comps = archive_components(raw)?;
@@ -758,34 +744,59 @@ impl Extractor {
         }))
     }
 
-    /// Apply directory modes and mtimes (deepest first) and return the metadata.
+    /// Apply directory modes and mtimes (deepest first), give a root this extractor built
+    /// its owner and mode, and return the metadata.
     pub fn finish(mut self) -> Result<Mtree> {
         let dirs = std::mem::take(&mut self.dirs);
-        for (rel, (mode, mtime)) in dirs.iter().rev() {
+        for (rel, (mode_bits, mtime)) in dirs.iter().rev() {
             let comps: Vec<Vec<u8>> = rel.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
             let (fd, _) = match self.walk_dirs(&comps[..comps.len() - 1], false) {
                 Ok(x) => x,
                 Err(_) => continue,
             };
-            let c = cstr(comps.last().unwrap())?;
-            match fstatat_nofollow(fd.as_raw_fd(), &c) {
-                Ok(st) if file_type(&st) == FileType::Dir => {}
-                _ => continue,
+            let name = comps.last().unwrap();
+            if !matches!(type_at(fd.as_fd(), name), Ok(Some(FileType::Dir))) {
+                continue;
             }
-            // Unprivileged: keep the owner able to write (the real mode is in the metadata).
-            let disk_mode = if self.privileged {
-                *mode
-            } else {
-                *mode | 0o700
-            };
-            if unsafe { libc::fchmodat(fd.as_raw_fd(), c.as_ptr(), disk_mode, 0) } != 0 {
-                return Err(errno()).with_context(|| format!("chmod {}", show(rel)));
-            }
-            set_mtime(fd.as_raw_fd(), &c, *mtime);
+            self.chmod_dir(fd.as_fd(), name, rel, *mode_bits)?;
+            set_mtime(fd.as_fd(), name, *mtime);
         }
-        let dot = cstr(b".")?;
-        set_mtime(self.root_fd.as_raw_fd(), &dot, self.default_mtime);
+        if self.owns_root {
+            let a = Attrs::root(0o755, self.default_mtime);
+            if self.privileged {
+                rustix::fs::chownat(
+                    &self.root_fd,
+                    ".",
+                    Some(Uid::ROOT),
+                    Some(Gid::ROOT),
+                    AtFlags::empty(),
+                )
+                .with_context(|| format!("chown {}", self.root.display()))?;
+            } else if self.mtree.get(b"").is_none() {
+                self.mtree.set(
+                    b"",
+                    MEntry {
+                        kind: Some(MType::Dir),
+                        uid: Some(a.uid),
+                        gid: Some(a.gid),
+                        mode: Some(a.mode),
+                        ..Default::default()
+                    },
+                );
+            }
+            let root = self.dup_root()?;
+            self.chmod_dir(root.as_fd(), b".", b"", a.mode)?;
+        }
+        set_mtime(self.root_fd.as_fd(), b".", self.default_mtime);
         Ok(self.mtree)
+    }
+
+    /// A directory's mode on disk. Unprivileged, the owner keeps write access (the real
+    /// mode is in the metadata), so the build, and its removal, can go on.
+    fn chmod_dir(&self, dir: BorrowedFd<'_>, name: &[u8], rel: &[u8], bits: u32) -> Result<()> {
+        let bits = if self.privileged { bits } else { bits | 0o700 };
+        rustix::fs::chmodat(dir, name, mode(bits), AtFlags::empty())
+            .with_context(|| format!("chmod {}", show(rel)))
     }
 }
 
@@ -813,8 +824,8 @@ impl Extractor {
         let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
             return Ok(None);
         };
-        let c = p.cname()?;
-        let Ok(st) = fstatat_nofollow(p.fd.as_raw_fd(), &c) else {
+        let Ok(st) = rustix::fs::statat(p.fd.as_fd(), p.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+        else {
             return Ok(None);
         };
         Ok(Some(self.describe(&p.rel(), &st)))
@@ -838,14 +849,14 @@ impl Extractor {
         })
     }
 
-    fn describe(&self, rel: &[u8], st: &libc::stat) -> Stat {
-        let kind = match st.st_mode & libc::S_IFMT {
-            libc::S_IFDIR => MType::Dir,
-            libc::S_IFLNK => MType::Link,
-            libc::S_IFCHR => MType::Char,
-            libc::S_IFBLK => MType::Block,
-            libc::S_IFIFO => MType::Fifo,
-            libc::S_IFSOCK => MType::Socket,
+    fn describe(&self, rel: &[u8], st: &rustix::fs::Stat) -> Stat {
+        let kind = match RawType::from_raw_mode(st.st_mode) {
+            RawType::Directory => MType::Dir,
+            RawType::Symlink => MType::Link,
+            RawType::CharacterDevice => MType::Char,
+            RawType::BlockDevice => MType::Block,
+            RawType::Fifo => MType::Fifo,
+            RawType::Socket => MType::Socket,
             _ => MType::File,
         };
         let mut s = Stat {
@@ -876,11 +887,8 @@ impl Extractor {
         let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
             return Ok(None);
         };
-        let c = p.cname()?;
-        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
-            Ok(st) if file_type(&st) == FileType::Symlink => {
-                Ok(Some(readlinkat(p.fd.as_raw_fd(), &c)?))
-            }
+        match type_at(p.fd.as_fd(), &p.name) {
+            Ok(Some(FileType::Symlink)) => Ok(Some(readlinkat(p.fd.as_fd(), &p.name)?)),
             _ => Ok(None),
         }
     }
@@ -896,11 +904,11 @@ impl Extractor {
             let Ok((fd, dir)) = self.walk_dirs(&comps, false) else {
                 return Ok(None);
             };
-            let c = cstr(&name)?;
-            match fstatat_nofollow(fd.as_raw_fd(), &c) {
-                Err(_) => return Ok(None),
-                Ok(st) if file_type(&st) == FileType::Symlink => {
-                    let t = readlinkat(fd.as_raw_fd(), &c)?;
+            check_name(&name)?;
+            match type_at(fd.as_fd(), &name) {
+                Err(_) | Ok(None) => return Ok(None),
+                Ok(Some(FileType::Symlink)) => {
+                    let t = readlinkat(fd.as_fd(), &name)?;
                     let base = if t.starts_with(b"/") { Vec::new() } else { dir };
                     let joined = join(&base, &t);
                     comps = joined
@@ -953,22 +961,17 @@ impl Extractor {
         let Some(p) = self.parent_of(&real, false)? else {
             return Ok(()); // the root keeps root:root 0755
         };
-        let c = p.cname()?;
         let (uid, gid) = owner.unwrap_or((st.uid, st.gid));
-        let mode = mode.unwrap_or(st.mode) & 0o7777;
+        let bits = mode.unwrap_or(st.mode) & 0o7777;
         if self.privileged {
-            let r = unsafe {
-                libc::fchownat(
-                    p.fd.as_raw_fd(),
-                    c.as_ptr(),
-                    uid,
-                    gid,
-                    libc::AT_SYMLINK_NOFOLLOW,
-                )
-            };
-            if r != 0 {
-                return Err(errno()).with_context(|| format!("chown {}", show(&real)));
-            }
+            rustix::fs::chownat(
+                p.fd.as_fd(),
+                p.name.as_slice(),
+                Some(Uid::from_raw_unchecked(uid)),
+                Some(Gid::from_raw_unchecked(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("chown {}", show(&real)))?;
         } else {
             self.mtree.set(
                 &real,
@@ -976,7 +979,7 @@ impl Extractor {
                     kind: Some(st.kind),
                     uid: Some(uid),
                     gid: Some(gid),
-                    mode: Some(mode),
+                    mode: Some(bits),
                     ..Default::default()
                 },
             );
@@ -987,12 +990,17 @@ impl Extractor {
                 .get(&real)
                 .map(|d| d.1)
                 .unwrap_or(self.default_mtime);
-            self.dirs.insert(real, (mode, mtime));
+            self.dirs.insert(real, (bits, mtime));
         } else if st.kind != MType::Link {
-            let r = unsafe { libc::fchmodat(p.fd.as_raw_fd(), c.as_ptr(), mode, 0) };
-            if r != 0 {
-                return Err(errno()).with_context(|| format!("chmod {}", show(&real)));
-            }
+            // `real` is resolved: its final component is not a symlink, so following it
+            // (fchmodat has no NOFOLLOW on Linux) stays on that entry.
+            rustix::fs::chmodat(
+                p.fd.as_fd(),
+                p.name.as_slice(),
+                Mode::from_raw_mode(bits),
+                AtFlags::empty(),
+            )
+            .with_context(|| format!("chmod {}", show(&real)))?;
         }
         Ok(())
     }
@@ -1003,12 +1011,11 @@ impl Extractor {
         let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
             return Ok(false);
         };
-        let c = p.cname()?;
-        match fstatat_nofollow(p.fd.as_raw_fd(), &c) {
-            Ok(st) if file_type(&st) == FileType::Dir => {}
+        match type_at(p.fd.as_fd(), &p.name) {
+            Ok(Some(FileType::Dir)) => {}
             _ => return Ok(false),
         }
-        if unsafe { libc::unlinkat(p.fd.as_raw_fd(), c.as_ptr(), libc::AT_REMOVEDIR) } != 0 {
+        if rustix::fs::unlinkat(p.fd.as_fd(), p.name.as_slice(), AtFlags::REMOVEDIR).is_err() {
             return Ok(false);
         }
         let rel = p.rel();
@@ -1026,19 +1033,17 @@ fn trim_slash(p: &[u8]) -> &[u8] {
     p
 }
 
-fn set_mtime(dir: RawFd, name: &CString, mtime: i64) {
-    let ts = [
-        libc::timespec {
-            tv_sec: mtime as libc::time_t,
-            tv_nsec: 0,
-        },
-        libc::timespec {
-            tv_sec: mtime as libc::time_t,
-            tv_nsec: 0,
-        },
-    ];
+fn set_mtime(dir: BorrowedFd<'_>, name: &[u8], mtime: i64) {
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
+    let times = Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
     // Best effort: a timestamp is not worth failing a build for.
-    unsafe { libc::utimensat(dir, name.as_ptr(), ts.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
+    let _ = rustix::fs::utimensat(dir, name, &times, AtFlags::SYMLINK_NOFOLLOW);
 }
 
 #[cfg(test)]

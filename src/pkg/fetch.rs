@@ -1,6 +1,12 @@
 //! Downloads: HTTP(S) through ureq (http_proxy/https_proxy/no_proxy from the environment),
 //! file:// URLs, bounded retries with back-off, and parallel package downloads into the
 //! cache with a progress bar (shown only when stderr is a terminal).
+//!
+//! A mirror that stops sending is given up on quickly and visibly: every read must bring
+//! data within the idle timeout (30 s, `OSBUILDER_FETCH_IDLE_TIMEOUT` seconds), a transfer
+//! that pauses for less goes on, each retry is announced with its reason in one line on
+//! stderr, and no new attempt starts once a file has taken [`FILE_BUDGET`]; so a stalled
+//! mirror fails a build in about two minutes, a trickling one in under half an hour.
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -23,9 +29,116 @@ pub enum FetchError {
 impl std::fmt::Display for FetchError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            FetchError::NotFound(u) => write!(f, "{u}: not found (404)"),
+            FetchError::NotFound(u) => write!(
+                f,
+                "{u}: not found (404): the mirror does not serve this file; check --mirror, the \
+                 suite (--os-version) and --arch, or retry later if the mirror is mid-sync"
+            ),
             FetchError::Other(e) => write!(f, "{e:#}"),
         }
+    }
+}
+
+/// The default idle timeout: how long one read may wait for data.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Whole-body limit of one attempt (a mirror that trickles rather than stalls).
+const BODY_LIMIT: Duration = Duration::from_secs(600);
+/// No new attempt starts once one file has taken this long.
+pub const FILE_BUDGET: Duration = Duration::from_secs(900);
+
+/// `OSBUILDER_FETCH_IDLE_TIMEOUT` (seconds, fractions allowed), else the default.
+fn idle_timeout_from_env() -> Result<Duration> {
+    parse_idle_timeout(
+        std::env::var("OSBUILDER_FETCH_IDLE_TIMEOUT")
+            .ok()
+            .as_deref(),
+    )
+}
+
+fn parse_idle_timeout(value: Option<&str>) -> Result<Duration> {
+    match value {
+        None => Ok(DEFAULT_IDLE_TIMEOUT),
+        Some(v) if v.trim().is_empty() => Ok(DEFAULT_IDLE_TIMEOUT),
+        Some(v) => v
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s > 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| {
+                crate::error::refused(format!(
+                    "OSBUILDER_FETCH_IDLE_TIMEOUT='{v}' is not a positive number of seconds"
+                ))
+            }),
+    }
+}
+
+/// What went wrong with one attempt, in words a user can act on.
+#[derive(Debug)]
+enum Failure {
+    /// No data for the idle timeout.
+    Stalled { got: u64, of: Option<u64> },
+    /// The connection closed before the announced length.
+    CutShort { got: u64, of: Option<u64> },
+    /// Data kept coming, too slowly to finish within the body limit.
+    TooSlow { got: u64, of: Option<u64> },
+    /// Anything else (connection refused, TLS, DNS, local write errors…).
+    Other(anyhow::Error),
+}
+
+fn bytes_of(got: u64, of: Option<u64>) -> String {
+    match of {
+        Some(m) => format!("{got} of {m} bytes"),
+        None => format!("{got} bytes"),
+    }
+}
+
+impl Failure {
+    fn describe(&self, idle: Duration, body: Duration) -> String {
+        match self {
+            Failure::Stalled { got: 0, of: None } => {
+                format!("the mirror did not answer for {} s", fmt_secs(idle))
+            }
+            Failure::Stalled { got, of } => format!(
+                "the mirror sent no data for {} s after {}",
+                fmt_secs(idle),
+                bytes_of(*got, *of)
+            ),
+            Failure::CutShort { got, of } => format!(
+                "the download was cut short after {} (the server closed the connection)",
+                bytes_of(*got, *of)
+            ),
+            Failure::TooSlow { got, of } => format!(
+                "the mirror is too slow: only {} in {} s",
+                bytes_of(*got, *of),
+                fmt_secs(body)
+            ),
+            Failure::Other(e) => format!("{e:#}"),
+        }
+    }
+
+    /// Classify an I/O or HTTP error met after `got` bytes.
+    fn of_error(e: ureq::Error, got: u64, of: Option<u64>) -> Failure {
+        match e {
+            ureq::Error::Timeout(ureq::Timeout::PerRead) => Failure::Stalled { got, of },
+            ureq::Error::Timeout(ureq::Timeout::RecvBody) => Failure::TooSlow { got, of },
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Failure::Stalled { got, of }
+            }
+            ureq::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Failure::CutShort { got, of }
+            }
+            e => Failure::Other(anyhow!(e)),
+        }
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 {
+        format!("{s:.0}")
+    } else {
+        format!("{s:.1}")
     }
 }
 
@@ -34,6 +147,10 @@ impl std::error::Error for FetchError {}
 #[derive(Clone)]
 pub struct Fetcher {
     agent: ureq::Agent,
+    /// Longest wait for data on one read (see the module docs).
+    idle: Duration,
+    /// Longest time one attempt may take to receive the body.
+    body: Duration,
     /// Attempts per file (1 = no retry).
     pub attempts: u32,
     /// Parallel downloads.
@@ -49,7 +166,23 @@ impl Default for Fetcher {
 }
 
 impl Fetcher {
+    /// A fetcher with the idle timeout of `OSBUILDER_FETCH_IDLE_TIMEOUT`; a malformed value
+    /// is refused (`new` would fall back to the default).
+    pub fn from_env() -> Result<Fetcher> {
+        Ok(Fetcher::with_idle_timeout(idle_timeout_from_env()?))
+    }
+
+    /// A fetcher with the idle timeout of `OSBUILDER_FETCH_IDLE_TIMEOUT`, or the default.
     pub fn new() -> Fetcher {
+        Fetcher::with_idle_timeout(idle_timeout_from_env().unwrap_or(DEFAULT_IDLE_TIMEOUT))
+    }
+
+    pub fn with_idle_timeout(idle: Duration) -> Fetcher {
+        Fetcher::with_timeouts(idle, BODY_LIMIT)
+    }
+
+    /// Idle timeout per read and whole-body limit per attempt.
+    fn with_timeouts(idle: Duration, body: Duration) -> Fetcher {
         // Mirrors throttle per connection more than per client; a few more parallel
         // downloads than cores pays off. $OSBUILDER_DOWNLOAD_JOBS overrides.
         let jobs = std::env::var("OSBUILDER_DOWNLOAD_JOBS")
@@ -65,7 +198,8 @@ impl Fetcher {
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
-            .timeout_recv_body(Some(Duration::from_secs(600)))
+            .timeout_per_read(Some(idle))
+            .timeout_recv_body(Some(body))
             .max_idle_connections_per_host(jobs)
             .max_idle_connections(jobs * 4)
             .user_agent(concat!("osbuilder/", env!("CARGO_PKG_VERSION")))
@@ -76,6 +210,8 @@ impl Fetcher {
                 ureq::unversioned::transport::DefaultConnector::default(),
                 CachingResolver::default(),
             ),
+            idle,
+            body,
             attempts: 4,
             jobs,
             progress: true,
@@ -83,7 +219,8 @@ impl Fetcher {
     }
 
     /// Stream `url` into `out`, retrying transient failures (the output is rewound by
-    /// the caller-provided `reset` before each retry). A 404 is not retried.
+    /// the caller-provided `reset` before each retry). A 404 is not retried; each retry
+    /// says why on stderr.
     fn stream(
         &self,
         url: &str,
@@ -91,23 +228,34 @@ impl Fetcher {
         out: &mut dyn Write,
         on_bytes: &dyn Fn(u64),
     ) -> Result<(), FetchError> {
-        let mut last = None;
-        for attempt in 0..self.attempts.max(1) {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(300 << attempt.min(4)));
-            }
+        let started = std::time::Instant::now();
+        let attempts = self.attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             reset().map_err(FetchError::Other)?;
-            match self.stream_once(url, out, on_bytes) {
+            let failure = match self.stream_once(url, out, on_bytes) {
                 Ok(()) => return Ok(()),
-                Err(FetchError::NotFound(u)) => return Err(FetchError::NotFound(u)),
-                Err(FetchError::Other(e)) => last = Some(e),
+                Err(Attempt::NotFound) => return Err(FetchError::NotFound(url.to_string())),
+                Err(Attempt::Local(e)) => return Err(FetchError::Other(e)),
+                Err(Attempt::Failed(f)) => f,
+            };
+            let why = failure.describe(self.idle, self.body);
+            if attempt >= attempts || started.elapsed() >= FILE_BUDGET {
+                return Err(FetchError::Other(anyhow!(
+                    "downloading {url} failed after {attempt} attempt{} in {:.0} s: {why}; \
+                     retry later, or use another --mirror (check the network and \
+                     http_proxy/https_proxy)",
+                    if attempt == 1 { "" } else { "s" },
+                    started.elapsed().as_secs_f64()
+                )));
             }
+            eprintln!(
+                "osbuilder: {url}: {why}; retrying (attempt {} of {attempts})",
+                attempt + 1
+            );
+            std::thread::sleep(Duration::from_millis(300 << attempt.min(4)));
         }
-        Err(FetchError::Other(last.unwrap().context(format!(
-            "downloading {url} failed after {} attempts (check the mirror URL, the network and \
-             http_proxy/https_proxy)",
-            self.attempts
-        ))))
     }
 
     fn stream_once(
@@ -115,46 +263,61 @@ impl Fetcher {
         url: &str,
         out: &mut dyn Write,
         on_bytes: &dyn Fn(u64),
-    ) -> Result<(), FetchError> {
-        let mut reader: Box<dyn Read> = if let Some(path) = url.strip_prefix("file://") {
-            match File::open(path) {
-                Ok(f) => Box::new(f),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    return Err(FetchError::NotFound(url.to_string()));
+    ) -> Result<(), Attempt> {
+        let (mut reader, length): (Box<dyn Read>, Option<u64>) =
+            if let Some(path) = url.strip_prefix("file://") {
+                match File::open(path) {
+                    Ok(f) => (Box::new(f), None),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(Attempt::NotFound);
+                    }
+                    Err(e) => return Err(Attempt::Local(anyhow!(e).context(url.to_string()))),
                 }
-                Err(e) => return Err(FetchError::Other(anyhow!(e).context(url.to_string()))),
-            }
-        } else if url.starts_with("http://") || url.starts_with("https://") {
-            match self.agent.get(url).call() {
-                Ok(resp) => Box::new(resp.into_body().into_reader()),
-                Err(ureq::Error::StatusCode(404 | 410)) => {
-                    return Err(FetchError::NotFound(url.to_string()));
+            } else if url.starts_with("http://") || url.starts_with("https://") {
+                match self.agent.get(url).call() {
+                    Ok(resp) => {
+                        let length = resp.body().content_length();
+                        (Box::new(resp.into_body().into_reader()), length)
+                    }
+                    Err(ureq::Error::StatusCode(404 | 410)) => return Err(Attempt::NotFound),
+                    Err(e) => {
+                        let f = match Failure::of_error(e, 0, None) {
+                            Failure::Other(e) => Failure::Other(e.context(url.to_string())),
+                            f => f,
+                        };
+                        return Err(Attempt::Failed(f));
+                    }
                 }
-                Err(e) => return Err(FetchError::Other(anyhow!(e).context(url.to_string()))),
-            }
-        } else {
-            return Err(FetchError::Other(anyhow!(
-                "unsupported URL '{url}': use http://, https:// or file://"
-            )));
-        };
+            } else {
+                return Err(Attempt::Local(anyhow!(
+                    "unsupported URL '{url}': use http://, https:// or file://"
+                )));
+            };
         let mut buf = vec![0u8; 128 * 1024];
+        let mut got = 0u64;
         loop {
             let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    return Err(FetchError::Other(
-                        anyhow!(e).context(format!("reading {url}")),
-                    ));
+                    return Err(Attempt::Failed(Failure::of_error(
+                        ureq::Error::from(e),
+                        got,
+                        length,
+                    )));
                 }
             };
             out.write_all(&buf[..n])
-                .map_err(|e| FetchError::Other(anyhow!(e).context("writing download")))?;
+                .map_err(|e| Attempt::Local(anyhow!(e).context("writing download")))?;
+            got += n as u64;
             on_bytes(n as u64);
         }
+        if length.is_some_and(|m| got < m) {
+            return Err(Attempt::Failed(Failure::CutShort { got, of: length }));
+        }
         out.flush()
-            .map_err(|e| FetchError::Other(anyhow!(e).context("writing download")))?;
+            .map_err(|e| Attempt::Local(anyhow!(e).context("writing download")))?;
         Ok(())
     }
 
@@ -222,10 +385,13 @@ impl Fetcher {
                 // A digest mismatch may be a mirror mid-sync; one more try, then fail.
                 Err(e) if tries < 2 && format!("{e:#}").contains("mismatch") => continue,
                 Err(e) => {
-                    return Err(e.context(format!(
-                        "fetching {} {} ({})",
-                        pkg.name, pkg.version, pkg.url
-                    )));
+                    // Download errors name the URL already; others (a digest mismatch) get it.
+                    let ctx = if format!("{e:#}").contains(&pkg.url) {
+                        format!("fetching {} {}", pkg.name, pkg.version)
+                    } else {
+                        format!("fetching {} {} ({})", pkg.name, pkg.version, pkg.url)
+                    };
+                    return Err(e.context(ctx));
                 }
             }
         }
@@ -254,6 +420,16 @@ impl Fetcher {
         bar.finish_and_clear();
         out
     }
+}
+
+/// How one attempt ended, when not with the whole file.
+enum Attempt {
+    /// 404/410 (or a missing file:// path): not retried.
+    NotFound,
+    /// Retried.
+    Failed(Failure),
+    /// Not the network's fault (the cache's disk, a bad URL): not retried.
+    Local(anyhow::Error),
 }
 
 /// Looks each host up once per fetcher and reuses the answer. ureq resolves the host for
@@ -319,6 +495,159 @@ pub fn read_local(path: &std::path::Path) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
     use crate::pkg::{Digest, sha256_hex};
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpListener;
+
+    /// What the test server does with the body after the headers.
+    #[derive(Clone, Copy)]
+    enum Fault {
+        /// Half the body, then nothing (the connection stays open).
+        StallForever,
+        /// Half the body, a pause, the rest.
+        Pause(Duration),
+        /// Half the body, then close.
+        Truncate,
+        /// One byte at a time, each after `Duration`.
+        Trickle(Duration),
+        NotFound,
+    }
+
+    /// An HTTP server on 127.0.0.1 serving `body` with `fault` on every request.
+    fn serve(body: &'static [u8], fault: Fault) -> String {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/pool/x.deb", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let Ok(mut s) = s else { continue };
+                std::thread::spawn(move || {
+                    let mut r = BufReader::new(s.try_clone().unwrap());
+                    let mut line = String::new();
+                    while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                        line.clear();
+                    }
+                    if let Fault::NotFound = fault {
+                        let _ = s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+                        return;
+                    }
+                    let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len());
+                    if let Fault::Trickle(d) = fault {
+                        let _ = s.write_all(head.as_bytes());
+                        for b in body {
+                            std::thread::sleep(d);
+                            if s.write_all(&[*b]).is_err() {
+                                return;
+                            }
+                        }
+                        return;
+                    }
+                    let half = body.len() / 2;
+                    let _ = s.write_all(head.as_bytes());
+                    let _ = s.write_all(&body[..half]);
+                    let _ = s.flush();
+                    match fault {
+                        Fault::StallForever => std::thread::sleep(Duration::from_secs(3600)),
+                        Fault::Pause(d) => {
+                            std::thread::sleep(d);
+                            let _ = s.write_all(&body[half..]);
+                        }
+                        Fault::Truncate | Fault::NotFound | Fault::Trickle(_) => {}
+                    }
+                });
+            }
+        });
+        url
+    }
+
+    fn fetcher(idle_ms: u64) -> Fetcher {
+        let mut f = Fetcher::with_idle_timeout(Duration::from_millis(idle_ms));
+        f.attempts = 2;
+        f
+    }
+
+    const BODY: &[u8] = &[7u8; 64 * 1024];
+
+    #[test]
+    fn a_pause_shorter_than_the_idle_timeout_is_waited_out() {
+        let url = serve(BODY, Fault::Pause(Duration::from_millis(300)));
+        assert_eq!(fetcher(3000).get(&url).unwrap(), BODY);
+    }
+
+    #[test]
+    fn a_stalled_body_fails_after_the_idle_timeout_and_says_so() {
+        let url = serve(BODY, Fault::StallForever);
+        // Two attempts of 0.5 s and one back-off: about 2 s. The guard only turns a hang
+        // (the old 10-minute body limit per attempt) into a failure.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(fetcher(500).get(&url).map(|_| ())));
+        let err = rx
+            .recv_timeout(Duration::from_secs(120))
+            .expect("a stalled download must be given up on")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("failed after 2 attempts")
+                && err.contains("the mirror sent no data for 0.5 s after 32768 of 65536 bytes")
+                && err.contains("another --mirror"),
+            "{err}"
+        );
+        assert!(!err.contains('\n'), "{err}");
+    }
+
+    #[test]
+    fn a_trickle_is_bounded_by_the_body_limit_and_called_slow() {
+        let url = serve(BODY, Fault::Trickle(Duration::from_millis(50)));
+        let mut f = Fetcher::with_timeouts(Duration::from_secs(5), Duration::from_millis(700));
+        f.attempts = 1;
+        let err = f.get(&url).unwrap_err().to_string();
+        assert!(
+            err.contains("failed after 1 attempt in")
+                && err.contains("the mirror is too slow: only ")
+                && err.contains(" of 65536 bytes in 0.7 s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_body_says_how_much_arrived() {
+        let url = serve(BODY, Fault::Truncate);
+        let err = fetcher(3000).get(&url).unwrap_err().to_string();
+        assert!(
+            err.contains("the download was cut short after 32768 of 65536 bytes"),
+            "{err}"
+        );
+        assert!(!err.contains("Peer disconnected"), "{err}");
+    }
+
+    #[test]
+    fn a_404_says_the_mirror_does_not_serve_the_file() {
+        let url = serve(BODY, Fault::NotFound);
+        let err = fetcher(3000).get(&url).unwrap_err();
+        assert!(matches!(err, FetchError::NotFound(_)));
+        let err = err.to_string();
+        assert!(
+            err.contains("not found (404): the mirror does not serve this file")
+                && err.contains("--mirror")
+                && err.contains("mid-sync"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn idle_timeout_values() {
+        assert_eq!(
+            parse_idle_timeout(Some("2.5")).unwrap(),
+            Duration::from_millis(2500)
+        );
+        assert_eq!(parse_idle_timeout(None).unwrap(), DEFAULT_IDLE_TIMEOUT);
+        assert_eq!(parse_idle_timeout(Some("")).unwrap(), DEFAULT_IDLE_TIMEOUT);
+        for bad in ["soon", "0", "-3", "inf"] {
+            let err = parse_idle_timeout(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("OSBUILDER_FETCH_IDLE_TIMEOUT='{bad}'")),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn file_urls_fetch_into_the_cache_and_bad_digests_fail() {

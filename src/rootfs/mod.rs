@@ -159,6 +159,16 @@ pub(crate) fn finish(
             mtree
         }
     };
+    let mut mtree = mtree;
+    let unowned = own_the_unrecorded(staged.path(), &mut mtree)?;
+    if !unowned.is_empty() {
+        eprintln!(
+            "osbuilder: warning: {} entries were written without a recorded owner and are \
+             made root's (first: {})",
+            unowned.len(),
+            crate::tree::mtree::escape(&unowned[0])
+        );
+    }
     let dest = staged.dest().to_path_buf();
     let sidecars = vec![
         output::mtree_sidecar(&mtree, &dest)?,
@@ -181,4 +191,73 @@ pub(crate) fn finish(
         }
     );
     Ok(())
+}
+
+/// The ownership rule of a rootless build: its metadata names the owner of every entry,
+/// the root included, since the disk shows only the builder's uid. Backends record each
+/// entry they write through the extractor; anything that reached the staged tree another
+/// way was given an owner by no package, so it is root's — never the builder's. Returns
+/// the paths that had to be filled in (none, unless a backend wrote around the
+/// extractor). A root build (empty metadata) has the owners on disk and is left alone.
+fn own_the_unrecorded(root: &std::path::Path, mtree: &mut Mtree) -> Result<Vec<Vec<u8>>> {
+    if mtree.is_empty() {
+        return Ok(Vec::new());
+    }
+    let tree = crate::tree::Tree::scan(root, &Default::default())?;
+    let mut filled = Vec::new();
+    for e in &tree.entries {
+        let known = mtree.get(&e.path);
+        if known.is_some_and(|m| m.uid.is_some() && m.gid.is_some()) {
+            continue;
+        }
+        mtree.set(
+            &e.path,
+            crate::tree::MEntry {
+                uid: Some(known.and_then(|m| m.uid).unwrap_or(0)),
+                gid: Some(known.and_then(|m| m.gid).unwrap_or(0)),
+                ..Default::default()
+            },
+        );
+        filled.push(e.path.clone());
+    }
+    Ok(filled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{MEntry, MType};
+
+    #[test]
+    fn entries_without_a_recorded_owner_become_roots_in_a_rootless_build() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("etc")).unwrap();
+        std::fs::write(d.path().join("etc/recorded"), b"x").unwrap();
+        std::fs::write(d.path().join("etc/stray"), b"y").unwrap();
+        let mut m = Mtree::new();
+        for (p, kind, gid) in [
+            (&b""[..], MType::Dir, 0),
+            (b"etc", MType::Dir, 0),
+            (b"etc/recorded", MType::File, 42),
+        ] {
+            m.set(
+                p,
+                MEntry {
+                    kind: Some(kind),
+                    uid: Some(0),
+                    gid: Some(gid),
+                    ..Default::default()
+                },
+            );
+        }
+        let filled = own_the_unrecorded(d.path(), &mut m).unwrap();
+        assert_eq!(filled, vec![b"etc/stray".to_vec()]);
+        let stray = m.get(b"etc/stray").unwrap();
+        assert_eq!((stray.uid, stray.gid), (Some(0), Some(0)));
+        assert_eq!(m.get(b"etc/recorded").unwrap().gid, Some(42));
+        // A root build keeps its owners on disk: nothing is recorded.
+        let mut empty = Mtree::new();
+        assert!(own_the_unrecorded(d.path(), &mut empty).unwrap().is_empty());
+        assert!(empty.is_empty());
+    }
 }

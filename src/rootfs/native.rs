@@ -51,7 +51,7 @@ pub fn build(
         format.arch_name(arch),
         target.init
     );
-    let fetcher = Fetcher::new();
+    let fetcher = Fetcher::from_env()?;
     let cache = Cache::open(opts.cache_dir.as_deref())?;
     let repo = backend::open(&RepoRequest {
         distro,
@@ -84,7 +84,9 @@ pub fn build(
         if !opts.run_scripts {
             let (notes, unchecked) = repo.plan_notes(&plan, &cache)?;
             if !notes.is_empty() {
-                eprintln!("osbuilder: what the install scripts may do that is not reproduced without --run-scripts:");
+                eprintln!(
+                    "osbuilder: what the install scripts may do that is not reproduced without --run-scripts:"
+                );
                 for (pkg, what) in &notes {
                     eprintln!("osbuilder:   {pkg}: {}", what.join("; "));
                 }

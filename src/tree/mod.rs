@@ -87,8 +87,10 @@ impl Entry {
         self.kind.format_bits() | self.perm
     }
 
+    /// The path as the guest sees it, for messages: one line, escaped, of bounded length
+    /// (see `crate::show`).
     pub fn path_display(&self) -> String {
-        format!("/{}", String::from_utf8_lossy(&self.path))
+        crate::show::in_root(&self.path)
     }
 }
 
@@ -224,7 +226,7 @@ impl Tree {
             .collect();
         let mut added = Vec::new();
         for (path, me) in m.iter() {
-            let shown = format!("/{}", String::from_utf8_lossy(path));
+            let shown = crate::show::in_root(path);
             if let Some(&i) = index.get(path) {
                 let e = &mut self.entries[i];
                 if let Some(k) = me.kind {
@@ -291,9 +293,9 @@ impl Tree {
                         .unwrap_or(false);
                     if !ok {
                         bail!(
-                            "metadata adds {}, but its parent /{} is not a directory in the rootfs or the metadata",
+                            "metadata adds {}, but its parent {} is not a directory in the rootfs or the metadata",
                             self.entries[w].path_display(),
-                            String::from_utf8_lossy(parent)
+                            crate::show::in_root(parent)
                         );
                     }
                 }
@@ -357,6 +359,54 @@ impl Tree {
         Some(cur.join(&b'/'))
     }
 
+    /// A digest of the tree as a packer writes it: every entry's path, type, permission
+    /// bits, owner, mtime, hard-link group, symlink target, device numbers and file
+    /// contents — and nothing about where the tree lives. Packers derive UUIDs and salts
+    /// from it, so the same content gives the same artifact under any name. Reads every
+    /// file once (hard-linked ones once per group).
+    pub fn digest(&self) -> Result<[u8; 32]> {
+        use sha2::{Digest, Sha256};
+        fn field(h: &mut Sha256, b: &[u8]) {
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b);
+        }
+        let mut h = Sha256::new();
+        field(&mut h, b"osbuilder-tree-v1");
+        let mut groups: HashMap<u32, [u8; 32]> = HashMap::new();
+        for e in &self.entries {
+            field(&mut h, &e.path);
+            h.update(e.kind.format_bits().to_le_bytes());
+            for v in [e.perm, e.uid, e.gid] {
+                h.update(v.to_le_bytes());
+            }
+            h.update(e.mtime.to_le_bytes());
+            h.update(e.link_group.map_or(-1, i64::from).to_le_bytes());
+            match &e.kind {
+                Kind::File { source, size } => {
+                    let sum = match e.link_group.and_then(|g| groups.get(&g)) {
+                        Some(s) => *s,
+                        None => {
+                            let s = file_digest(source)?;
+                            if let Some(g) = e.link_group {
+                                groups.insert(g, s);
+                            }
+                            s
+                        }
+                    };
+                    h.update(size.to_le_bytes());
+                    h.update(sum);
+                }
+                Kind::Symlink { target } => field(&mut h, target),
+                Kind::CharDev { major, minor } | Kind::BlockDev { major, minor } => {
+                    h.update(major.to_le_bytes());
+                    h.update(minor.to_le_bytes());
+                }
+                Kind::Dir | Kind::Fifo | Kind::Socket => {}
+            }
+        }
+        Ok(h.finalize().into())
+    }
+
     /// Sum of regular file sizes, counting each hard-linked file once.
     pub fn content_bytes(&self) -> u64 {
         let mut seen = std::collections::HashSet::new();
@@ -369,6 +419,14 @@ impl Tree {
             })
             .sum()
     }
+}
+
+fn file_digest(path: &Path) -> Result<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut f = std::fs::File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).with_context(|| format!("reading {}", path.display()))?;
+    Ok(h.finalize().into())
 }
 
 fn split_rev(p: &[u8]) -> Vec<Vec<u8>> {

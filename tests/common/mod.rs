@@ -175,3 +175,21 @@ pub fn osbuilder_as_nobody() -> Command {
     .arg(env!("CARGO_BIN_EXE_osbuilder"));
     c
 }
+
+/// Whether `elf` is a 64-bit little-endian ELF file without a program interpreter
+/// (PT_INTERP), i.e. one that runs without a libc beside it. Reads the program headers
+/// rather than looking for a loader's name: static busybox carries "ld-linux" as a string
+/// for its ldd applet.
+pub fn is_static_elf(elf: &[u8]) -> bool {
+    const PT_INTERP: u32 = 3;
+    if elf.len() < 64 || &elf[..4] != b"\x7fELF" || elf[4] != 2 || elf[5] != 1 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let (size, n) = (u16_at(0x36), u16_at(0x38));
+    (0..n).all(|i| {
+        elf.get(phoff + i * size..phoff + i * size + 4)
+            .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != PT_INTERP)
+    })
+}

@@ -174,61 +174,80 @@ pub fn mirror() -> Option<String> {
     }
 }
 
-/// The mirror serves the pool files (.debs) of `arch` (Debian's name, e.g. "ppc64el") for
-/// `suite`: a HEAD of the first file its signed index lists. An arch's indexes can be served
-/// while its pool answers 404 (as on our build machines for ppc64el and s390x since
+/// The mirror serves the pool files (.debs) that a build of `arch` (Debian's name, e.g.
+/// "ppc64el") for `suite` needs: a HEAD of the file its signed index lists for each of
+/// `plan`'s (package, version) pairs. An arch's indexes can be served while its pool answers
+/// 404, wholly or for some files (as on our build machines for ppc64el and s390x since
 /// 2026-12-01); that is an environment fact, so the test is skipped, visibly. When the probe
 /// itself cannot tell, the test runs.
-pub fn pool_served(mirror: &str, suite: &str, arch: &str) -> bool {
+pub fn pool_served(mirror: &str, suite: &str, arch: &str, plan: &[(String, String)]) -> bool {
     let index = join(
         mirror,
         &format!("dists/{suite}/main/binary-{arch}/Packages.xz"),
     );
-    let file = match first_pool_file(&index) {
+    let files = match pool_files(&index, plan) {
         Ok(f) => f,
         Err(e) => {
             eprintln!("note: could not probe the {arch} pool ({e}); running the test");
             return true;
         }
     };
-    let url = join(mirror, &file);
-    match status(&url, "HEAD") {
-        Ok(200) => true,
-        Ok(code) => {
-            skip(Missing::Network(format!(
-                "the mirror lists {arch} packages but does not serve them (HEAD {url} → {code})"
-            )));
-            false
-        }
-        Err(e) => {
-            skip(Missing::Network(format!("{url}: {e}")));
-            false
+    for file in &files {
+        let url = join(mirror, file);
+        match status(&url, "HEAD") {
+            Ok(200) => {}
+            Ok(code) => {
+                skip(Missing::Network(format!(
+                    "the mirror lists the {arch} packages this build needs but does not serve \
+                     them all (HEAD {url} → {code})"
+                )));
+                return false;
+            }
+            Err(e) => {
+                skip(Missing::Network(format!("{url}: {e}")));
+                return false;
+            }
         }
     }
+    true
 }
 
-/// The `Filename:` of the first stanza of a Packages.xz, reading only as much as needed.
-fn first_pool_file(index_url: &str) -> Result<String, String> {
+/// The `Filename:` of each (package, version) of `plan` in a Packages.xz.
+fn pool_files(index_url: &str, plan: &[(String, String)]) -> Result<Vec<String>, String> {
     let rest = index_url
         .strip_prefix("http://")
         .ok_or("only http:// mirrors can be probed")?;
     let body = plain_http_body(rest).map_err(|e| e.to_string())?;
-    let mut text = String::new();
-    let mut dec = liblzma::read::XzDecoder::new(body);
-    let mut buf = [0u8; 8192];
-    while text.len() < 1 << 20 {
-        let n = dec.read(&mut buf).map_err(|e| e.to_string())?;
-        if n == 0 {
-            break;
-        }
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-        if let Some(line) = text.lines().find(|l| l.starts_with("Filename: ")) {
-            if text.contains(&format!("{line}\n")) {
-                return Ok(line["Filename: ".len()..].trim().to_string());
+    let mut text = Vec::new();
+    liblzma::read::XzDecoder::new(body)
+        .read_to_end(&mut text)
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&text);
+    let wanted: std::collections::BTreeSet<(&str, &str)> =
+        plan.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let mut files = Vec::new();
+    for stanza in text.split("\n\n") {
+        let field = |name: &str| {
+            stanza
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(": "))
+                .map(str::trim)
+        };
+        if let (Some(p), Some(v), Some(f)) = (field("Package"), field("Version"), field("Filename"))
+        {
+            if wanted.contains(&(p, v)) {
+                files.push(f.to_string());
             }
         }
     }
-    Err(format!("no Filename in {index_url}"))
+    if files.len() < wanted.len() {
+        return Err(format!(
+            "{} of the plan's {} packages are not in {index_url}",
+            wanted.len() - files.len(),
+            wanted.len()
+        ));
+    }
+    Ok(files)
 }
 
 fn join(base: &str, rel: &str) -> String {

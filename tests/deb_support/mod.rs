@@ -293,13 +293,34 @@ pub fn write_repo(
 
 /// Serve `root` over HTTP on 127.0.0.1 (GET only) from a background thread.
 pub fn serve(root: &Path) -> String {
+    serve_with(root, |_| Fault::None)
+}
+
+/// What the test server does with one request: the faults of a flaky mirror.
+#[derive(Clone, Copy, Debug)]
+pub enum Fault {
+    None,
+    /// Half the body, then nothing more (the connection stays open).
+    StallForever,
+    /// Half the body, a pause, then the rest.
+    Pause(std::time::Duration),
+    /// Half the body, then the connection closes.
+    Truncate,
+    /// 404, as a mirror that lists a file in its index but does not serve it.
+    NotFound,
+}
+
+/// Like [`serve`], with `fault(path)` deciding what happens to each request.
+pub fn serve_with(root: &Path, fault: impl Fn(&str) -> Fault + Send + Sync + 'static) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let root = root.to_path_buf();
+    let fault = std::sync::Arc::new(fault);
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
             let root = root.clone();
+            let fault = fault.clone();
             std::thread::spawn(move || {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 4096];
@@ -313,20 +334,40 @@ pub fn serve(root: &Path) -> String {
                 let path = req.split_whitespace().nth(1).unwrap_or("/").to_string();
                 let rel = path.trim_start_matches('/');
                 let file = root.join(rel);
-                let resp = if !rel.split('/').any(|c| c == "..") && file.is_file() {
-                    let body = std::fs::read(&file).unwrap();
-                    let mut r = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    )
-                    .into_bytes();
-                    r.extend(body);
-                    r
-                } else {
-                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        .to_vec()
-                };
-                let _ = s.write_all(&resp);
+                let not_found =
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                if rel.split('/').any(|c| c == "..") || !file.is_file() {
+                    let _ = s.write_all(not_found);
+                    return;
+                }
+                let body = std::fs::read(&file).unwrap();
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let half = body.len() / 2;
+                match fault(&path) {
+                    Fault::None => {
+                        let _ = s.write_all(&[head.as_bytes(), &body].concat());
+                    }
+                    Fault::NotFound => {
+                        let _ = s.write_all(not_found);
+                    }
+                    f => {
+                        let _ = s.write_all(&[head.as_bytes(), &body[..half]].concat());
+                        let _ = s.flush();
+                        match f {
+                            Fault::StallForever => {
+                                std::thread::sleep(std::time::Duration::from_secs(3600))
+                            }
+                            Fault::Pause(d) => {
+                                std::thread::sleep(d);
+                                let _ = s.write_all(&body[half..]);
+                            }
+                            _ => {} // Truncate: the connection closes here
+                        }
+                    }
+                }
             });
         }
     });

@@ -3,6 +3,7 @@
 //! mkfs.erofs runs under fakeroot after a script has given every staged entry the
 //! tree's owner, mode and time and created the device nodes — fakeroot records those
 //! without privileges and reports them to mkfs.erofs. The rootfs itself is not touched.
+//! Inodes keep the tree's times (clamped by SOURCE_DATE_EPOCH), like ext4 and xfs.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -67,9 +68,12 @@ pub fn build(tree: &Tree, img: &Path, work: &Path, uuid: &str, now: i64) -> Resu
     for (t, l) in &times {
         list(&mut sh, l, format!("touch -h -d @{t}"))?;
     }
+    // The build time goes in through SOURCE_DATE_EPOCH, not -T: erofs-utils 1.5 stamps
+    // every inode with a -T time (even with --preserve-mtime), while with the variable it
+    // keeps each inode's time and only clamps those newer than it, as ext4 and xfs here.
     writeln!(
         sh,
-        "mkfs.erofs --quiet -zlz4hc -T {now} --preserve-mtime -U {uuid} \"$2\" ."
+        "SOURCE_DATE_EPOCH={now} mkfs.erofs --quiet -zlz4hc --preserve-mtime -U {uuid} \"$2\" ."
     )?;
     let script = work.join("erofs.sh");
     std::fs::write(&script, &sh)?;

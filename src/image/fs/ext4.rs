@@ -117,7 +117,7 @@ impl Ext4 {
             e.context(format!(
                 "mkfs.ext4 could not fill {} MiB with {} (computed need: {} blocks, {} inodes)",
                 bytes / MIB,
-                tree.root.display(),
+                crate::show::path(&tree.root),
                 self.need.blocks,
                 self.need.inodes
             ))
@@ -389,9 +389,10 @@ fn quote_raw(target: &[u8], path: &[u8]) -> Result<Vec<u8>> {
         || target.is_empty()
     {
         bail!(
-            "the symlink /{} has a target debugfs cannot take (empty, or with a quote, backslash \
-             or newline); use --fs erofs",
-            String::from_utf8_lossy(path)
+            "the symlink {} has a target debugfs cannot take (empty, or with a quote, backslash \
+             or newline: {}); use --fs erofs",
+            crate::show::in_root(path),
+            crate::show::bytes(target)
         );
     }
     let mut q = b"\"".to_vec();
@@ -407,9 +408,9 @@ fn quote(path: &[u8]) -> Result<Vec<u8>> {
         .any(|c| matches!(c, b'"' | b'\n' | b'\r' | b'\\'))
     {
         bail!(
-            "the path /{} cannot be passed to debugfs (it contains a quote, backslash or newline); \
+            "the path {} cannot be passed to debugfs (it contains a quote, backslash or newline); \
              rename it, or use --fs erofs",
-            String::from_utf8_lossy(path)
+            crate::show::in_root(path)
         );
     }
     // debugfs reads the script as bytes; non-UTF-8 names pass through unchanged.
@@ -437,20 +438,20 @@ fn debugfs(device: &OsStr, script: &[u8], work: &Path, write: bool, now: i64) ->
     cmd.arg("-f").arg(&path).arg(device);
     let out =
         crate::process::output(&mut cmd).map_err(|e| anyhow::anyhow!("running debugfs: {e}"))?;
-    let errors: Vec<String> = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty())
-        .map(str::to_owned)
+    let errors: Vec<&[u8]> = out
+        .stderr
+        .split(|c| *c == b'\n')
+        .filter(|l| !l.starts_with(b"debugfs ") && !l.trim_ascii().is_empty())
         .collect();
     if !out.status.success() || !errors.is_empty() {
         bail!(
-            "debugfs could not {} the ext4 filesystem:\n{}",
+            "debugfs could not {} the ext4 filesystem: {}",
             if write {
                 "apply the rootfs metadata to"
             } else {
                 "list"
             },
-            errors.join("\n")
+            crate::show::tool_output(&errors.join(&b'\n'), 8)
         );
     }
     Ok(out.stdout)

@@ -43,7 +43,7 @@ pub fn run_tool(cmd: &mut Command, name: &str) -> Result<()> {
         bail!(
             "{name} failed ({}): {}",
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            crate::show::tool_output(&out.stderr, 8)
         );
     }
     Ok(())

@@ -83,7 +83,7 @@ impl Xfs {
             e.context(format!(
                 "mkfs.xfs could not fill {} MiB with {}",
                 bytes / MIB,
-                tree.root.display()
+                crate::show::path(&tree.root)
             ))
         })?;
         // Times, generations and sticky bits, by path, in one xfs_db session.
@@ -129,14 +129,18 @@ impl Xfs {
         let out = crate::process::output(&mut cmd)?;
         // xfs_db reports failed commands on stdout and exits 0; every successful write
         // echoes "field = value".
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let bad: Vec<&str> = stdout.lines().filter(|l| !l.contains(" = ")).collect();
-        let err = String::from_utf8_lossy(&out.stderr);
-        if !out.status.success() || !err.trim().is_empty() || !bad.is_empty() {
+        let bad: Vec<&[u8]> = out
+            .stdout
+            .split(|c| *c == b'\n')
+            .filter(|l| !l.is_empty() && !l.windows(3).any(|w| w == b" = "))
+            .collect();
+        if !out.status.success() || !out.stderr.trim_ascii().is_empty() || !bad.is_empty() {
+            let mut all = out.stderr.clone();
+            all.push(b'\n');
+            all.extend(bad.join(&b'\n'));
             bail!(
-                "xfs_db could not set times and modes: {}{}",
-                err.trim(),
-                bad.iter().take(10).copied().collect::<Vec<_>>().join("\n")
+                "xfs_db could not set times and modes: {}",
+                crate::show::tool_output(&all, 8)
             );
         }
         Ok(warnings)
@@ -219,8 +223,9 @@ fn protofile(tree: &Tree) -> Result<(Vec<u8>, HashSet<Vec<u8>>)> {
                 let s = source.as_os_str().as_encoded_bytes();
                 if bad(s) {
                     bail!(
-                        "{} has whitespace in its path; use --fs ext4",
-                        source.display()
+                        "{} has whitespace in its path, which an xfs protofile cannot express; \
+                         use --fs ext4",
+                        crate::show::path(source)
                     );
                 }
                 out.push(b' ');

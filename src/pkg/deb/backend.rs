@@ -315,7 +315,7 @@ fn install_all(ex: &mut Extractor, plan: &Plan, files: &[PathBuf]) -> Result<Vec
 
 /// --run-scripts needs root (chroot) and a host that executes the target's binaries.
 pub fn check_can_run_scripts(arch: Arch) -> Result<()> {
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         bail!(
             "--run-scripts runs maintainer scripts in a chroot and needs root; drop it for a rootless build"
         );

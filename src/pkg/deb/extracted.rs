@@ -20,7 +20,10 @@ use crate::tree::mtree::MType;
 fn listing(data_tar: &[u8], origin: &str) -> Result<Vec<Installed>> {
     let mut out = Vec::new();
     let mut ar = tar::Archive::new(data_tar);
-    for e in ar.entries().with_context(|| format!("reading the payload of {origin}"))? {
+    for e in ar
+        .entries()
+        .with_context(|| format!("reading the payload of {origin}"))?
+    {
         let e = e.with_context(|| format!("reading the payload of {origin}"))?;
         let raw = e.path_bytes().into_owned();
         let comps: Vec<&[u8]> = raw

@@ -111,13 +111,22 @@ pub struct Universe {
     /// Providers of virtual names: (package index, provided version).
     pub providers: HashMap<String, Vec<(usize, Option<String>)>>,
     pub release: Release,
+    /// The suite as the user named it (`--os-version`), for messages: the Release's own
+    /// Suite field names the suite's class ("stable") when "trixie" was asked for.
+    pub suite: String,
 }
 
 impl Universe {
     pub fn new(packages: Vec<DebPackage>, release: Release) -> Universe {
+        let suite = if release.codename.is_empty() {
+            release.suite.clone()
+        } else {
+            release.codename.clone()
+        };
         let mut u = Universe {
             packages,
             release,
+            suite,
             ..Default::default()
         };
         for (i, p) in u.packages.iter().enumerate() {
@@ -225,5 +234,7 @@ pub fn load(spec: &RepoSpec<'_>, fetcher: &Fetcher, cache: &Cache) -> Result<Uni
             .with_context(|| format!("decompressing {path}"))?;
         packages.extend(parse_packages(&text, spec.mirror).with_context(|| path.clone())?);
     }
-    Ok(Universe::new(packages, release))
+    let mut universe = Universe::new(packages, release);
+    universe.suite = spec.suite.to_string();
+    Ok(universe)
 }

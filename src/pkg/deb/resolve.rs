@@ -254,9 +254,10 @@ impl<'u> Resolver<'u> {
             match self.choose(&dep, &selected) {
                 Some(i) => select(i, &mut selected, &mut provided, &mut queue),
                 None => bail!(
-                    "package '{name}' is not available for {} in {} ({})",
+                    "package '{name}' is not available for {} in {} ({}); check the name \
+                     (--packages, --extra-pkgs) and --os-version",
                     self.arch,
-                    self.u.release.suite,
+                    self.u.suite,
                     self.describe_unsatisfiable(&dep)
                 ),
             }
@@ -307,7 +308,7 @@ impl<'u> Resolver<'u> {
                         bail!(
                             "cannot satisfy the dependencies for {} in {}: {}\n  because: {}",
                             self.arch,
-                            self.u.release.suite,
+                            self.u.suite,
                             chain.join("\n  ← "),
                             reasons.join("; ")
                         );
@@ -393,6 +394,33 @@ mod tests {
             Resolver::new(&u, "amd64")
                 .resolve(&["nope".into()], false)
                 .is_err()
+        );
+    }
+
+    /// Debian's Release for trixie says "Suite: stable": messages name what was asked.
+    #[test]
+    fn an_unknown_package_names_the_suite_asked_for() {
+        let r = Release {
+            suite: "stable".into(),
+            codename: "trixie".into(),
+            ..Default::default()
+        };
+        let u = Universe::new(
+            parse_packages(&stanza("a", "1", ""), "file:///x").unwrap(),
+            r,
+        );
+        let err = format!(
+            "{:#}",
+            Resolver::new(&u, "amd64")
+                .resolve(&["nosuch".into()], false)
+                .err()
+                .unwrap()
+        );
+        assert!(
+            err.contains("package 'nosuch' is not available for amd64 in trixie")
+                && !err.contains("stable")
+                && err.contains("--os-version"),
+            "{err}"
         );
     }
 

@@ -183,7 +183,9 @@ pub fn scan(members: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
         }
     };
     for script in ["preinst", "postinst", "config"] {
-        let Some(src) = members.get(script) else { continue };
+        let Some(src) = members.get(script) else {
+            continue;
+        };
         let Ok(parsed) = shell::parse(&String::from_utf8_lossy(src)) else {
             add(format!("{script} not understood; not run"));
             continue;
@@ -437,7 +439,11 @@ impl Session<'_> {
             return Ok(());
         }
         for (f, master, root) in [
-            ("passwd", "usr/share/base-passwd/passwd.master", "root:*:0:0:root:/root:/bin/sh\n"),
+            (
+                "passwd",
+                "usr/share/base-passwd/passwd.master",
+                "root:*:0:0:root:/root:/bin/sh\n",
+            ),
             ("group", "usr/share/base-passwd/group.master", "root:*:0:\n"),
         ] {
             let text = match self.ex.read_file(master.as_bytes())? {

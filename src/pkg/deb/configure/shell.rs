@@ -975,7 +975,14 @@ pub fn builtin(name: &str) -> bool {
     is_builtin(name)
         || matches!(
             name,
-            "readonly" | "trap" | "cd" | "wait" | "hash" | "ulimit" | "break" | "continue"
+            "readonly"
+                | "trap"
+                | "cd"
+                | "wait"
+                | "hash"
+                | "ulimit"
+                | "break"
+                | "continue"
                 | "source"
         )
 }
