@@ -279,7 +279,7 @@ impl Accounts {
 
     /// The first id in `min..=max` free in the database(s) named.
     pub fn first_free(&self, min: u32, max: u32, uid: bool, gid: bool) -> Option<u32> {
-        (min..=max).find(|&i| !(uid && self.uid_used(i)) && !(gid && self.gid_used(i)))
+        (min..=max).find(|&i| !(uid && self.uid_used(i) || gid && self.gid_used(i)))
     }
 }
 

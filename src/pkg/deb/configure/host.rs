@@ -524,9 +524,9 @@ impl Host<'_, '_> {
                 for p in pos {
                     match self.s.ex.lstat(rel(&p).as_bytes())? {
                         Some(s) if s.kind == MType::Dir => {
-                            if has(&f, &["-r", "-R", "--recursive"])
-                                && !self.s.ex.remove_dir(rel(&p).as_bytes())?
-                            {
+                            // Without -r, rm leaves a directory alone (and fails).
+                            let recursive = has(&f, &["-r", "-R", "--recursive"]);
+                            if recursive && !self.s.ex.remove_dir(rel(&p).as_bytes())? {
                                 self.s.not_reproduced(format!("rm -r {p}"));
                             }
                         }
@@ -1362,7 +1362,7 @@ impl Host<'_, '_> {
                         .then(|| w.next().map(String::from))
                         .flatten()
                 })
-                .last()
+                .next_back()
                 .unwrap_or_else(|| d.to_string())
         };
         Ok((

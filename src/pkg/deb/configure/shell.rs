@@ -989,6 +989,10 @@ pub fn builtin(name: &str) -> bool {
 
 // ---------------------------------------------------------------- evaluation
 
+/// What a command's redirections give it: its input (a here-document or a file) and where
+/// its output goes (a path and whether to append; an empty path is the caller's output).
+type Redirected = (Option<Vec<u8>>, Option<(String, bool)>);
+
 /// What an external command did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -1248,12 +1252,8 @@ impl Shell {
         Ok(r)
     }
 
-    /// Output redirection target of a compound or simple command.
-    fn open_redirs(
-        &mut self,
-        redirs: &[Redir],
-        host: &mut dyn Host,
-    ) -> Result<(Option<Vec<u8>>, Option<(String, bool)>)> {
+    /// Input and output redirection of a compound or simple command.
+    fn open_redirs(&mut self, redirs: &[Redir], host: &mut dyn Host) -> Result<Redirected> {
         let mut input = None;
         let mut target: Option<(String, bool)> = Some((String::new(), false));
         for r in redirs {
@@ -1477,7 +1477,7 @@ impl Shell {
                     let mut fields: Vec<String> = split_fields(&line, &ifs);
                     for (k, n) in names.iter().enumerate() {
                         let v = if k + 1 == names.len() {
-                            let rest: Vec<String> = fields.drain(..).collect();
+                            let rest: Vec<String> = std::mem::take(&mut fields);
                             rest.join(" ")
                         } else if fields.is_empty() {
                             String::new()

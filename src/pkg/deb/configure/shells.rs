@@ -67,12 +67,12 @@ pub fn update_shells(ex: &mut Extractor, mtime: i64) -> Result<()> {
     let mut etc: Vec<String> = Vec::new();
     for line in String::from_utf8_lossy(&source).lines() {
         let s = shell_of(line).to_string();
-        if s.is_empty() || pkg_shells.contains(&s) || !state_shells.contains(&s) {
-            if s.is_empty() || !etc.contains(&s) {
-                out.push_str(line);
-                out.push('\n');
-                etc.push(s);
-            }
+        if (s.is_empty() || pkg_shells.contains(&s) || !state_shells.contains(&s))
+            && (s.is_empty() || !etc.contains(&s))
+        {
+            out.push_str(line);
+            out.push('\n');
+            etc.push(s);
         }
     }
     let mut state = String::new();
