@@ -381,6 +381,36 @@ fn amd64_parity(set: &str) {
         &reported(&out),
     );
     if set == "systemd" {
+        // The plan lists, before any build, what the record says was not reproduced (the
+        // packages are in the download cache now).
+        let dry = common::ok(
+            common::osbuilder()
+                .args(["rootfs", "--distro", "debian", "--os-version", SUITE])
+                .args(["--arch", "amd64", "--agent-init", "--no-agent"])
+                .args([
+                    "--packages",
+                    &names(&plan),
+                    "--dry-run",
+                    "--mirror",
+                    &mirror,
+                ])
+                .arg("--cache-dir")
+                .arg(cache_dir())
+                .arg("-o")
+                .arg(dir.path().join("unused")),
+        );
+        let stderr = String::from_utf8_lossy(&dry.stderr);
+        for (pkg, note) in [
+            ("systemd", "journal catalog"),
+            ("base-passwd", "debconf database"),
+        ] {
+            assert!(
+                stderr
+                    .lines()
+                    .any(|l| l.contains(&format!(" {pkg}: ")) && l.contains(note)),
+                "--dry-run does not list {pkg}'s {note}:\n{stderr}"
+            );
+        }
         // Same request twice: the same bytes, times included.
         let again = dir.path().join("again");
         build(&mirror, "amd64", &names(&plan), &again);

@@ -190,8 +190,16 @@ pub fn scan(members: &BTreeMap<String, Vec<u8>>) -> Vec<String> {
             add(format!("{script} not understood; not run"));
             continue;
         };
-        for argv in shell::commands(&parsed) {
+        let commands = shell::commands(&parsed);
+        let functions: BTreeSet<&str> = commands
+            .iter()
+            .filter_map(|a| a[0].strip_suffix("()"))
+            .collect();
+        for argv in &commands {
             let name = argv[0].rsplit('/').next().unwrap_or(&argv[0]).to_string();
+            if argv[0].ends_with("()") || functions.contains(name.as_str()) {
+                continue;
+            }
             match name.as_str() {
                 "." | "source" if argv.iter().any(|a| a.ends_with("debconf/confmodule")) => {
                     add("debconf database /var/cache/debconf (questions answered with their defaults)".into())

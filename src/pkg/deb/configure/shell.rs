@@ -921,7 +921,8 @@ pub fn parse(src: &str) -> Result<Script> {
 }
 
 /// The commands a script names, with their literal arguments (a word with expansions
-/// is left out): what the plan lists before anything is unpacked.
+/// is left out): what the plan lists before anything is unpacked. A function the script
+/// defines appears as `NAME()`, before the commands of its body.
 pub fn commands(script: &Script) -> Vec<Vec<String>> {
     fn lit(w: &Word) -> Option<String> {
         let mut s = String::new();
@@ -962,7 +963,11 @@ pub fn commands(script: &Script) -> Vec<Vec<String>> {
                 walk(b, out);
             }
             Cmd::Case(_, arms) => arms.iter().for_each(|(_, b)| walk(b, out)),
-            Cmd::FuncDef(_, b) => walk(b, out),
+            Cmd::FuncDef(name, b) => {
+                // A call of the script's own function is not a command it runs.
+                out.push(vec![format!("{name}()")]);
+                walk(b, out)
+            }
         }
     }
     let mut out = Vec::new();
