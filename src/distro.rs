@@ -114,11 +114,53 @@ pub struct PackageSets {
     pub arch: BTreeMap<Arch, Vec<String>>,
 }
 
+/// How an rpm distro's repositories are laid out and trusted (`[rpm]` in distro.toml).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpmConfig {
+    /// Repository paths under the mirror; `{version}` and `{arch}` are substituted.
+    pub repos: Vec<String>,
+    /// OpenPGP keys (files in the distro folder) that sign packages (dnf's gpgcheck).
+    #[serde(default)]
+    pub package_keys: Vec<String>,
+    /// OpenPGP keys that sign `repodata/repomd.xml` (its detached `repomd.xml.asc`).
+    #[serde(default)]
+    pub metadata_keys: Vec<String>,
+    /// The primary-key fingerprints the shipped key files must have (a swapped key file
+    /// is refused).
+    #[serde(default)]
+    pub fingerprints: Vec<String>,
+    /// repomd.xml must carry a valid detached signature (dnf's repo_gpgcheck).
+    #[serde(default)]
+    pub repo_gpgcheck: bool,
+    /// The distro publishes unsigned packages (installed with a warning, recorded in
+    /// osbuilder.yaml); otherwise an unsigned package is refused.
+    #[serde(default)]
+    pub unsigned_packages: bool,
+    /// When the version is `latest`, the release number is read from this file under
+    /// the mirror.
+    #[serde(default)]
+    pub latest_file: Option<String>,
+    /// Packages installed before all others when in the plan (the directory layout).
+    #[serde(default)]
+    pub install_first: Vec<String>,
+    /// Folders holding `passwd` and `group`, in the order file owners are looked up.
+    #[serde(default = "default_account_dirs")]
+    pub account_dirs: Vec<String>,
+}
+
+fn default_account_dirs() -> Vec<String> {
+    vec!["etc".into()]
+}
+
 /// One `distro.toml`, plus the folder it came from (for keys and keyrings).
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Distro {
     pub name: String,
+    /// Other names the distro answers to (`cbl-mariner` for azurelinux).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     pub pretty_name: String,
     pub package_format: PackageFormat,
     pub default_version: String,
@@ -140,6 +182,9 @@ pub struct Distro {
     pub mirror: MirrorConfig,
     #[serde(default)]
     pub packages: PackageSets,
+    /// rpm repositories: layout and trust.
+    #[serde(default)]
+    pub rpm: Option<RpmConfig>,
     /// The distro's kernel (meta)package per arch, for `osbuilder kernel fetch`.
     #[serde(default)]
     pub kernel: BTreeMap<Arch, String>,
@@ -192,12 +237,19 @@ impl Distro {
                 self.default_init
             );
         }
-        for k in &self.keyrings {
+        let rpm_keys = self
+            .rpm
+            .iter()
+            .flat_map(|r| r.package_keys.iter().chain(&r.metadata_keys));
+        for k in self.keyrings.iter().chain(rpm_keys) {
             if !self.files.contains_key(k) {
                 bail!(
                     "distros/{folder}/distro.toml lists keyring '{k}', which is not in the folder"
                 );
             }
+        }
+        if self.package_format == PackageFormat::Rpm && self.rpm.is_none() {
+            bail!("distros/{folder}/distro.toml: an rpm distro needs an [rpm] table (repos, keys)");
         }
         Ok(())
     }
@@ -265,8 +317,13 @@ impl DistroSet {
         Ok(DistroSet { distros, source })
     }
 
+    /// The distro called `name`, or whose `aliases` include it.
     pub fn get(&self, name: &str) -> Option<&Distro> {
-        self.distros.get(name)
+        self.distros.get(name).or_else(|| {
+            self.distros
+                .values()
+                .find(|d| d.aliases.iter().any(|a| a == name))
+        })
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Distro> {
@@ -307,7 +364,19 @@ mod tests {
         let set = DistroSet::embedded().unwrap();
         assert_eq!(
             set.names(),
-            vec!["alpine", "clearlinux", "debian", "ubuntu"]
+            vec!["alpine", "azurelinux", "clearlinux", "debian", "ubuntu"]
+        );
+        let azure = set.get("cbl-mariner").unwrap();
+        assert_eq!(azure.name, "azurelinux");
+        assert_eq!(azure.arches, vec![Arch::X86_64, Arch::Aarch64]);
+        assert!(azure.rpm.as_ref().unwrap().repo_gpgcheck);
+        assert!(
+            set.get("clearlinux")
+                .unwrap()
+                .rpm
+                .as_ref()
+                .unwrap()
+                .unsigned_packages
         );
         let debian = set.get("debian").unwrap();
         assert_eq!(debian.default_version, "trixie");

@@ -275,15 +275,19 @@ mod tests {
             })
             .unwrap_err()
             .0;
-        assert!(err.contains("alpine, clearlinux, debian, ubuntu"), "{err}");
+        assert!(
+            err.contains("alpine, azurelinux, clearlinux, debian, ubuntu"),
+            "{err}"
+        );
     }
 
     #[test]
     fn cells_cover_the_expected_matrix() {
         let set = set();
         let cells = Matrix::new(&set).cells();
-        // debian, ubuntu: 4 arches × 2 modes; alpine: 4 × 1; clearlinux: 1 × 2.
-        assert_eq!(cells.len(), 8 + 8 + 4 + 2);
+        // debian, ubuntu: 4 arches × 2 modes; alpine: 4 × 1; clearlinux: 1 × 2;
+        // azurelinux: 2 × 2.
+        assert_eq!(cells.len(), 8 + 8 + 4 + 2 + 4);
         assert!(
             cells
                 .iter()

@@ -291,7 +291,8 @@ fn an_initrd_without_a_working_init_fails_with_the_kernel_panic_and_console() {
     pack_initrd(&rootfs, &initrd);
 
     let out = osbuilder()
-        .args(["boot", "--timeout", "60", "--kernel"])
+        // Returns at the panic; the long limit only covers a heavily loaded TCG host.
+        .args(["boot", "--timeout", "300", "--kernel"])
         .arg(&kernel)
         .arg("--initrd")
         .arg(&initrd)
@@ -324,8 +325,9 @@ fn waiting_in_vain_times_out_and_shows_the_console() {
     let out = osbuilder()
         .args([
             "boot",
+            // Long enough for the agent to come up under TCG on a loaded 2-core host.
             "--timeout",
-            "25",
+            "75",
             "--expect",
             "never printed",
             "--kernel",
@@ -338,7 +340,7 @@ fn waiting_in_vain_times_out_and_shows_the_console() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("timed out after 25 s waiting for 'never printed' on the console"),
+        stderr.contains("timed out after 75 s waiting for 'never printed' on the console"),
         "{stderr}"
     );
     // The agent did come up: its line is among the last console lines shown.

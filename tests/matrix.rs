@@ -14,7 +14,12 @@ fn table_and_json() {
     let json = ok(osbuilder().args(["matrix", "--json"]));
     let cells: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
     let cells = cells.as_array().unwrap();
-    assert_eq!(cells.len(), 22);
+    assert_eq!(cells.len(), 26);
+    assert!(
+        cells.iter().any(|c| c["distro"] == "azurelinux"
+            && c["arch"] == "aarch64"
+            && c["init"] == "systemd")
+    );
     assert!(
         cells
             .iter()
@@ -51,7 +56,7 @@ fn unsupported_requests_exit_2_and_list_what_is_supported() {
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr)
-            .contains("known distros: alpine, clearlinux, debian, ubuntu")
+            .contains("known distros: alpine, azurelinux, clearlinux, debian, ubuntu")
     );
 
     let out = run(osbuilder().args(["matrix", "--check", "--distro", "debian", "--arch", "mips"]));

@@ -8,6 +8,7 @@ mod initrd;
 mod kernel;
 mod matrix;
 mod oci;
+mod pkg;
 mod provision;
 mod rootfs;
 
@@ -43,6 +44,8 @@ enum Command {
     Boot(boot::Args),
     /// Get a distro kernel for boot checks
     Kernel(kernel::Args),
+    /// Package files: verify signatures and digests
+    Pkg(pkg::Args),
     /// Write an OCI image layout: a multi-arch index of baremetal and virtualization manifests
     Oci(oci::OciArgs),
     /// Push an OCI image layout to a registry (SBOMs attached as referrers)
@@ -63,6 +66,7 @@ pub fn main() -> i32 {
         Command::Image(a) => image::run(a),
         Command::Boot(a) => boot::run(a),
         Command::Kernel(a) => kernel::run(a),
+        Command::Pkg(a) => pkg::run(a),
         Command::Oci(a) => oci::run_oci(a),
         Command::Push(a) => oci::run_push(a),
         Command::Pull(a) => oci::run_pull(a),

@@ -44,15 +44,21 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     packages: Option<Vec<String>>,
     /// Repository URL (Debian: the folder holding dists/ and pool/; Alpine: the folder
-    /// holding v3.22/ and edge/)
+    /// holding v3.22/ and edge/; rpm distros: the root their distro.toml `repos` paths
+    /// start from)
     #[arg(long)]
     mirror: Option<String>,
-    /// Also trust this OpenPGP keyring (.gpg/.pgp/.asc) for the repository signature
+    /// Also trust this OpenPGP keyring (.gpg/.pgp/.asc): Debian Release files; rpm
+    /// repository metadata and package signatures
     #[arg(long)]
     keyring: Vec<PathBuf>,
     /// Alpine: also trust the RSA keys (*.rsa.pub) in this folder (e.g. the s390x keys)
     #[arg(long)]
     keys_dir: Vec<PathBuf>,
+    /// RPM: install packages that carry no signature (warned, recorded in osbuilder.yaml);
+    /// not needed where the distro declares its packages unsigned (Clear Linux)
+    #[arg(long)]
+    allow_unsigned: bool,
 
     /// Download cache (default $OSBUILDER_CACHE_DIR, $XDG_CACHE_HOME/osbuilder, ~/.cache/osbuilder)
     #[arg(long)]
@@ -96,7 +102,7 @@ pub fn run(a: Args) -> Result<()> {
         mirror: a.mirror,
         keyrings: a.keyring,
         keys_dirs: a.keys_dir,
-        allow_unsigned: false,
+        allow_unsigned: a.allow_unsigned,
         cache_dir: a.cache_dir,
         dry_run: a.dry_run,
         run_scripts: a.run_scripts,

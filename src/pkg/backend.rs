@@ -156,10 +156,7 @@ pub fn open(req: &RepoRequest<'_>) -> Result<Box<dyn Repository>> {
     Ok(match req.distro.package_format {
         PackageFormat::Deb => Box::new(super::deb::backend::DebRepository::open(req)?),
         PackageFormat::Apk => Box::new(super::apk::backend::ApkRepository::open(req)?),
-        PackageFormat::Rpm => anyhow::bail!(
-            "the native rpm backend for {} is not built into this osbuilder yet",
-            req.distro.name
-        ),
+        PackageFormat::Rpm => Box::new(super::rpm::backend::RpmRepository::open(req)?),
     })
 }
 

@@ -14,7 +14,10 @@ pub mod cache;
 pub mod deb;
 pub mod extract;
 pub mod fetch;
+pub mod openpgp;
 pub mod record;
+pub mod rpm;
+pub mod verify;
 
 use std::fmt;
 use std::io::Read;

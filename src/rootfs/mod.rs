@@ -140,6 +140,8 @@ pub(crate) fn finish(
         None => mtree,
         Some(mut p) => {
             p.spec.source_date_epoch.get_or_insert(mtime);
+            // The release as the backend resolved it (`latest` → its number).
+            p.spec.distro = Some((record.distro.clone(), record.version.clone()));
             let (mtree, report) = crate::provision::provision_dir(
                 staged.path(),
                 mtree,

@@ -159,6 +159,7 @@ pub fn set_mtime(p: &Path, secs: i64) {
 pub mod apkrepo;
 pub mod kernel;
 pub mod needs;
+pub mod rpmrepo;
 
 /// `osbuilder` run as the unprivileged user nobody (uid/gid 65534, no groups), to check
 /// rootless builds from a root test run.

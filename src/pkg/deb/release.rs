@@ -6,64 +6,11 @@
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, bail};
-use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, SignedPublicKey};
-use pgp::packet::Signature;
+use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature};
 
 use super::control::parse_stanzas;
 
-/// Public keys trusted to sign Release files.
-#[derive(Clone, Default)]
-pub struct Keyring {
-    keys: Vec<SignedPublicKey>,
-}
-
-impl Keyring {
-    /// Add every public key from binary (`.gpg`/`.pgp`) or ASCII-armored (`.asc`) data.
-    pub fn add(&mut self, data: &[u8], what: &str) -> Result<()> {
-        let before = self.keys.len();
-        // Binary keyrings are concatenated transferable keys; parse them as public keys
-        // (the generic public-or-secret reader stops after the first key).
-        let keys: Vec<SignedPublicKey> = if data.trim_ascii_start().starts_with(b"-----BEGIN") {
-            let (it, _) = SignedPublicKey::from_armor_many(std::io::Cursor::new(data.to_vec()))
-                .with_context(|| format!("reading OpenPGP keys from {what}"))?;
-            it.collect::<Result<_, _>>()
-        } else {
-            SignedPublicKey::from_bytes_many(std::io::Cursor::new(data.to_vec()))
-                .with_context(|| format!("reading OpenPGP keys from {what}"))?
-                .collect::<Result<_, _>>()
-        }
-        .with_context(|| format!("reading OpenPGP keys from {what}"))?;
-        self.keys.extend(keys);
-        if self.keys.len() == before {
-            bail!("{what} holds no OpenPGP public key");
-        }
-        Ok(())
-    }
-
-    pub fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
-    /// Ok when `sig` over `data` verifies with a trusted primary key or subkey (Debian's
-    /// RSA archive keys sign with subkeys).
-    fn check(&self, sig: &Signature, data: &[u8]) -> bool {
-        for k in &self.keys {
-            if sig.verify(&k.primary_key, data).is_ok() {
-                return true;
-            }
-            for sk in &k.public_subkeys {
-                if sig.verify(&sk.key, data).is_ok() {
-                    return true;
-                }
-            }
-        }
-        false
-    }
-}
+pub use crate::pkg::openpgp::Keyring;
 
 /// Verify an InRelease (cleartext-signed) file; returns the signed text only.
 pub fn verify_inrelease(data: &[u8], keyring: &Keyring) -> Result<String> {
@@ -74,7 +21,7 @@ pub fn verify_inrelease(data: &[u8], keyring: &Keyring) -> Result<String> {
     let ok = msg
         .signatures()
         .iter()
-        .any(|s| keyring.check(s, signed.as_bytes()));
+        .any(|s| keyring.check(s, signed.as_bytes()).is_some());
     if !ok {
         bail!(
             "InRelease: no valid signature from a trusted key ({} keys tried); the file was \
@@ -95,7 +42,10 @@ pub fn verify_detached(release: &[u8], sig: &[u8], keyring: &Keyring) -> Result<
         DetachedSignature::from_bytes_many(std::io::Cursor::new(sig.to_vec()))?
             .collect::<Result<_, _>>()?
     };
-    if sigs.iter().any(|s| keyring.check(&s.signature, release)) {
+    if sigs
+        .iter()
+        .any(|s| keyring.check(&s.signature, release).is_some())
+    {
         Ok(())
     } else {
         bail!(
