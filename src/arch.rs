@@ -54,6 +54,16 @@ impl Arch {
         }
     }
 
+    /// The GNU multiarch triplet (Debian's library directory: /usr/lib/TRIPLET).
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Aarch64 => "aarch64-linux-gnu",
+            Arch::Ppc64le => "powerpc64le-linux-gnu",
+            Arch::S390x => "s390x-linux-gnu",
+        }
+    }
+
     /// Alpine's architecture (the directory in the mirror, `apk --print-arch`).
     pub fn alpine(self) -> &'static str {
         self.name()

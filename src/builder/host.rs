@@ -94,6 +94,8 @@ pub fn plan(target: &Target<'_>, opts: &Options, roots: &[String]) -> Result<Hos
                 },
                 size: r.size,
                 url: r.url.clone(),
+                // The distro's own installer ran every maintainer script.
+                not_reproduced: Vec::new(),
             },
         );
     }
@@ -126,6 +128,7 @@ impl HostPlan {
                     sha256: String::new(),
                     size: 0,
                     url: String::new(),
+                    not_reproduced: Vec::new(),
                 })
             })
             .collect()

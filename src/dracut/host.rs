@@ -70,6 +70,8 @@ impl Dpkg {
                 sha256: String::new(),
                 size: 0,
                 url: String::new(),
+                // Installed on the host by dpkg, which ran their scripts.
+                not_reproduced: Vec::new(),
             });
         }
         let mut owner = HashMap::new();

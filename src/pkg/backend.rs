@@ -92,6 +92,9 @@ impl Plan {
 #[derive(Clone, Debug, Default)]
 pub struct InstallReport {
     pub notes: Vec<String>,
+    /// Per package: what its install scripts do that the declarative installation did not
+    /// reproduce (recorded in the package record and osbuilder.yaml).
+    pub not_reproduced: std::collections::BTreeMap<String, Vec<String>>,
     /// Trust decisions the guest's osbuilder.yaml must record (e.g. unsigned packages
     /// installed because the distro declares them unsigned).
     pub trust: Vec<String>,
@@ -129,6 +132,17 @@ pub trait Repository {
         files: &[PathBuf],
         mtime: i64,
     ) -> Result<InstallReport>;
+
+    /// For the plan (--dry-run): per package, what its install scripts may do that the
+    /// native install does not reproduce, for the packages already in `cache` (None when
+    /// the format has nothing to say), plus how many packages could not be checked.
+    fn plan_notes(
+        &self,
+        _plan: &Plan,
+        _cache: &super::cache::Cache,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, usize)> {
+        Ok(Default::default())
+    }
 
     /// After extraction finished (directory modes and times settled): run what the format
     /// runs on the installed tree (deb `--run-scripts`). Default: nothing.

@@ -800,6 +800,239 @@ impl Extractor {
     }
 }
 
+/// What is at a path in the rootfs, as a packer will see it (ownership and mode from the
+/// metadata when the build is unprivileged).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub kind: MType,
+    /// Permission bits including setuid/setgid/sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+}
+
+/// Queries and attribute changes on what is already in the root, for the declarative
+/// configuration steps (the tools a maintainer script would run: test, chmod, chown,
+/// readlink, rmdir…). Paths resolve in-root like every other operation.
+impl Extractor {
+    /// Like lstat(2): the final component is not followed. None when absent.
+    pub fn lstat(&mut self, path: &[u8]) -> Result<Option<Stat>> {
+        if trim_slash(path).is_empty() {
+            return Ok(self.stat_root());
+        }
+        let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
+            return Ok(None);
+        };
+        let Ok(st) = rustix::fs::statat(p.fd.as_fd(), p.name.as_slice(), AtFlags::SYMLINK_NOFOLLOW)
+        else {
+            return Ok(None);
+        };
+        Ok(Some(self.describe(&p.rel(), &st)))
+    }
+
+    /// Like stat(2): symlinks are followed (in-root). None when absent or dangling.
+    pub fn stat(&mut self, path: &[u8]) -> Result<Option<Stat>> {
+        match self.resolve(path)? {
+            Some(real) => self.lstat(&real),
+            None => Ok(None),
+        }
+    }
+
+    fn stat_root(&self) -> Option<Stat> {
+        Some(Stat {
+            kind: MType::Dir,
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            size: 0,
+        })
+    }
+
+    fn describe(&self, rel: &[u8], st: &rustix::fs::Stat) -> Stat {
+        let kind = match RawType::from_raw_mode(st.st_mode) {
+            RawType::Directory => MType::Dir,
+            RawType::Symlink => MType::Link,
+            RawType::CharacterDevice => MType::Char,
+            RawType::BlockDevice => MType::Block,
+            RawType::Fifo => MType::Fifo,
+            RawType::Socket => MType::Socket,
+            _ => MType::File,
+        };
+        let mut s = Stat {
+            kind,
+            mode: st.st_mode & 0o7777,
+            uid: st.st_uid,
+            gid: st.st_gid,
+            size: st.st_size as u64,
+        };
+        if kind == MType::Dir {
+            if let Some((mode, _)) = self.dirs.get(rel) {
+                s.mode = *mode;
+            }
+        }
+        if !self.privileged {
+            let e = self.mtree.get(rel);
+            s.uid = e.and_then(|e| e.uid).unwrap_or(0);
+            s.gid = e.and_then(|e| e.gid).unwrap_or(0);
+            if let Some(m) = e.and_then(|e| e.mode) {
+                s.mode = m;
+            }
+        }
+        s
+    }
+
+    /// The target of a symlink (None when `path` is not one).
+    pub fn read_link(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
+            return Ok(None);
+        };
+        match type_at(p.fd.as_fd(), &p.name) {
+            Ok(Some(FileType::Symlink)) => Ok(Some(readlinkat(p.fd.as_fd(), &p.name)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// The canonical in-root path ("a/b", "" for the root) of what `path` names, all
+    /// symlinks followed; None when a component is missing or a link dangles.
+    pub fn resolve(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut comps = archive_components(trim_slash(path))?;
+        for _ in 0..MAX_SYMLINKS {
+            let Some(name) = comps.pop() else {
+                return Ok(Some(Vec::new()));
+            };
+            let Ok((fd, dir)) = self.walk_dirs(&comps, false) else {
+                return Ok(None);
+            };
+            check_name(&name)?;
+            match type_at(fd.as_fd(), &name) {
+                Err(_) | Ok(None) => return Ok(None),
+                Ok(Some(FileType::Symlink)) => {
+                    let t = readlinkat(fd.as_fd(), &name)?;
+                    let base = if t.starts_with(b"/") { Vec::new() } else { dir };
+                    let joined = join(&base, &t);
+                    comps = joined
+                        .split(|b| *b == b'/')
+                        .filter(|c| !c.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                }
+                Ok(_) => return Ok(Some(join(&dir, &name))),
+            }
+        }
+        bail!("too many levels of symlinks resolving {}", show(path))
+    }
+
+    /// The names in a directory (symlinks to it followed), sorted; None when it is not one.
+    pub fn read_dir(&mut self, path: &[u8]) -> Result<Option<Vec<Vec<u8>>>> {
+        let Some(real) = self.resolve(path)? else {
+            return Ok(None);
+        };
+        let dir = self
+            .root
+            .join(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&real));
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => {}
+            _ => return Ok(None),
+        }
+        let mut names: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .with_context(|| format!("listing {}", show(&real)))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().as_encoded_bytes().to_vec())
+            .collect();
+        names.sort();
+        Ok(Some(names))
+    }
+
+    /// chmod/chown what `path` names (symlinks followed, as chmod(1) and chown(1) do);
+    /// `None` leaves that attribute as it is.
+    pub fn set_attrs(
+        &mut self,
+        path: &[u8],
+        mode: Option<u32>,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
+        let Some(real) = self.resolve(path)? else {
+            bail!("{} does not exist", show(trim_slash(path)));
+        };
+        let Some(st) = self.lstat(&real)? else {
+            bail!("{} does not exist", show(&real));
+        };
+        let Some(p) = self.parent_of(&real, false)? else {
+            return Ok(()); // the root keeps root:root 0755
+        };
+        let (uid, gid) = owner.unwrap_or((st.uid, st.gid));
+        let bits = mode.unwrap_or(st.mode) & 0o7777;
+        if self.privileged {
+            rustix::fs::chownat(
+                p.fd.as_fd(),
+                p.name.as_slice(),
+                Some(Uid::from_raw_unchecked(uid)),
+                Some(Gid::from_raw_unchecked(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .with_context(|| format!("chown {}", show(&real)))?;
+        } else {
+            self.mtree.set(
+                &real,
+                MEntry {
+                    kind: Some(st.kind),
+                    uid: Some(uid),
+                    gid: Some(gid),
+                    mode: Some(bits),
+                    ..Default::default()
+                },
+            );
+        }
+        if st.kind == MType::Dir {
+            let mtime = self
+                .dirs
+                .get(&real)
+                .map(|d| d.1)
+                .unwrap_or(self.default_mtime);
+            self.dirs.insert(real, (bits, mtime));
+        } else if st.kind != MType::Link {
+            // `real` is resolved: its final component is not a symlink, so following it
+            // (fchmodat has no NOFOLLOW on Linux) stays on that entry.
+            rustix::fs::chmodat(
+                p.fd.as_fd(),
+                p.name.as_slice(),
+                Mode::from_raw_mode(bits),
+                AtFlags::empty(),
+            )
+            .with_context(|| format!("chmod {}", show(&real)))?;
+        }
+        Ok(())
+    }
+
+    /// Remove an empty directory (the final component is not followed). False when it
+    /// is not an empty directory.
+    pub fn remove_dir(&mut self, path: &[u8]) -> Result<bool> {
+        let Some(p) = self.parent_of(trim_slash(path), false).ok().flatten() else {
+            return Ok(false);
+        };
+        match type_at(p.fd.as_fd(), &p.name) {
+            Ok(Some(FileType::Dir)) => {}
+            _ => return Ok(false),
+        }
+        if rustix::fs::unlinkat(p.fd.as_fd(), p.name.as_slice(), AtFlags::REMOVEDIR).is_err() {
+            return Ok(false);
+        }
+        let rel = p.rel();
+        self.dirs.remove(&rel);
+        self.mtree.remove(&rel);
+        Ok(true)
+    }
+}
+
+fn trim_slash(p: &[u8]) -> &[u8] {
+    let mut p = p;
+    while let Some(r) = p.strip_prefix(b"/") {
+        p = r;
+    }
+    p
+}
+
 fn set_mtime(dir: BorrowedFd<'_>, name: &[u8], mtime: i64) {
     let t = Timespec {
         tv_sec: mtime,

@@ -17,6 +17,10 @@ pub struct InstalledPackage {
     pub size: u64,
     /// Where it was fetched from.
     pub url: String,
+    /// What its install scripts do that the native (declarative) install did not
+    /// reproduce; empty when everything was, or when the scripts ran (--run-scripts).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_reproduced: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +66,7 @@ pub fn installed_packages(
                 sha256: crate::pkg::sha256_file(f)?,
                 size: p.size,
                 url: p.url.clone(),
+                not_reproduced: Vec::new(),
             })
         })
         .collect()

@@ -74,7 +74,7 @@ pub fn provision_host(
         .with_context(|| format!("writing {} (profile {})", f.path, spec.profile.name))?;
     }
     for unit in &spec.profile.units {
-        if crate::pkg::deb::configure::enable_unit(&mut ex, unit, mtime)? {
+        if crate::pkg::deb::configure::units::enable(&mut ex, unit, false, mtime)? {
             report.enabled.push(unit.clone());
         } else {
             report.warnings.push(format!(

@@ -142,6 +142,12 @@ impl Manifest {
                 let _ = writeln!(y, "        version: {}", q(&p.version));
                 let _ = writeln!(y, "        architecture: {}", q(&p.arch));
                 let _ = writeln!(y, "        sha256: {}", q(&p.sha256));
+                if !p.not_reproduced.is_empty() {
+                    let _ = writeln!(y, "        not-reproduced:");
+                    for n in &p.not_reproduced {
+                        let _ = writeln!(y, "          - {}", q(n));
+                    }
+                }
             }
         }
         if let Some(p) = &self.profile {
@@ -258,6 +264,7 @@ mod tests {
                 sha256: "ab".repeat(32),
                 size: 1,
                 url: "http://mirror.invalid/pool/c/chrony.deb".into(),
+                not_reproduced: vec!["journal catalog".into()],
             }],
             package_format: Some(PackageFormat::Deb),
             trust: vec![],
@@ -294,6 +301,7 @@ mod tests {
             "build-method: \"distro\"",
             "rootfs-creation-time: \"2023-11-14T22:13:20.000000000+0000Z\"",
             "        version: \"4.6.1-3\"",
+            "        not-reproduced:\n          - \"journal catalog\"",
         ] {
             assert!(y.contains(needle), "missing {needle:?} in\n{y}");
         }

@@ -129,6 +129,15 @@ pub fn install(
     for note in &report.notes {
         job.note(note.clone());
     }
+    if !report.not_reproduced.is_empty() {
+        job.note(format!(
+            "not reproduced without --run-scripts ({} packages; listed in osbuilder.yaml):",
+            report.not_reproduced.len()
+        ));
+        for (pkg, what) in &report.not_reproduced {
+            job.note(format!("  {pkg}: {}", what.join("; ")));
+        }
+    }
     let refs = plan.refs();
     let record = PackageRecord {
         schema: 1,
@@ -139,7 +148,15 @@ pub fn install(
         format: Some(format),
         trust: report.trust,
         mirrors: repo.mirrors(),
-        packages: installed_packages(&refs, files)?,
+        packages: {
+            let mut v = installed_packages(&refs, files)?;
+            for p in &mut v {
+                if let Some(n) = report.not_reproduced.get(&p.name) {
+                    p.not_reproduced = n.clone();
+                }
+            }
+            v
+        },
     };
     super::finish(staged, mtree, &record, provisioning, mtime, job)?;
     Ok(Built { mtime, record })
@@ -177,6 +194,23 @@ pub fn build(
             plan.packages.len(),
             plan.download_size() as f64 / 1048576.0
         ));
+        if !opts.run_scripts {
+            let (notes, unchecked) = opened.repo.plan_notes(&plan, &cache)?;
+            if !notes.is_empty() {
+                job.note(
+                    "what the install scripts may do that is not reproduced without --run-scripts:",
+                );
+                for (pkg, what) in &notes {
+                    job.note(format!("  {pkg}: {}", what.join("; ")));
+                }
+            }
+            if unchecked > 0 {
+                job.note(format!(
+                    "{unchecked} packages are not in the download cache yet: their scripts are \
+                     checked when they are fetched (the build lists what it did not reproduce)"
+                ));
+            }
+        }
         return Ok(());
     }
     let files = fetcher.fetch_packages(&cache, &plan.refs())?;

@@ -144,7 +144,7 @@ impl Repository for ApkRepository {
                 "busybox: {} applet links from {}",
                 done.busybox_links, done.busybox_source
             )],
-            trust: Vec::new(),
+            ..Default::default()
         })
     }
 }

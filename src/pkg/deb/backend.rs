@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::configure::configure;
+use super::configure::{self, order::OrderPkg};
 use super::debfile::load_deb;
 use super::dpkgdb::{InstalledDeb, write_database};
 use super::index::{self, RepoSpec, Universe};
@@ -153,13 +153,22 @@ impl Repository for DebRepository {
     fn resolve(&self, req: &Request) -> Result<Plan> {
         let resolver = Resolver::new(&self.universe, self.arch.debian());
         let res = resolver.resolve(&req.roots, needs_essential(req))?;
+        // Install in the order apt hands the archives to dpkg: it decides which package's
+        // files win where two ship the same path, and the order of trigger interests.
+        let order: Vec<OrderPkg> = res
+            .packages
+            .iter()
+            .map(|&i| order_pkg(&self.universe.packages[i]))
+            .collect();
         Ok(Plan {
-            packages: res
-                .packages
-                .iter()
-                .map(|&i| Planned {
-                    package: self.universe.packages[i].package_ref(),
-                    id: i,
+            packages: configure::unpack_order(&order)
+                .into_iter()
+                .map(|k| {
+                    let i = res.packages[k];
+                    Planned {
+                        package: self.universe.packages[i].package_ref(),
+                        id: i,
+                    }
                 })
                 .collect(),
             notes: Vec::new(),
@@ -213,8 +222,38 @@ impl Repository for DebRepository {
             "installed"
         };
         write_database(ex, &installed, self.arch.debian(), status, mtime)?;
-        configure(ex, &installed, mtime)?;
-        Ok(InstallReport::default())
+        let mode = if req.run_scripts {
+            configure::Mode::UnpackOnly
+        } else {
+            configure::Mode::Full
+        };
+        let report = configure::configure(ex, &installed, self.arch, mtime, mode)?;
+        Ok(InstallReport {
+            not_reproduced: report.not_reproduced,
+            ..Default::default()
+        })
+    }
+
+    fn plan_notes(
+        &self,
+        plan: &Plan,
+        cache: &crate::pkg::cache::Cache,
+    ) -> Result<(std::collections::BTreeMap<String, Vec<String>>, usize)> {
+        let mut notes = std::collections::BTreeMap::new();
+        let mut unchecked = 0;
+        for p in &plan.packages {
+            let Some(path) = cache.lookup(&p.package.digest)? else {
+                unchecked += 1;
+                continue;
+            };
+            let origin = format!("{} {}", p.package.name, p.package.version);
+            let control = super::debfile::load_control(&path, &origin)?;
+            let n = configure::scan(&control.members);
+            if !n.is_empty() {
+                notes.insert(p.package.name.clone(), n);
+            }
+        }
+        Ok((notes, unchecked))
     }
 
     fn post_install(&self, root: &Path, req: &Request) -> Result<()> {
@@ -222,6 +261,29 @@ impl Repository for DebRepository {
             run_maintainer_scripts(root)?;
         }
         Ok(())
+    }
+}
+
+/// What ordering needs from an index entry (names only: the plan is consistent).
+fn order_pkg(p: &super::index::DebPackage) -> OrderPkg {
+    let names = |v: &str| -> Vec<Vec<String>> {
+        super::resolve::parse_depends(v)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|alts| alts.into_iter().map(|d| d.name).collect())
+            .collect()
+    };
+    let pre = names(&p.pre_depends);
+    let dep = names(&p.depends);
+    OrderPkg {
+        name: p.name.clone(),
+        essential: p.essential,
+        priority: p.priority.clone(),
+        control_depends: pre.iter().chain(&dep).cloned().collect(),
+        pre_depends: pre,
+        depends: dep,
+        provides: p.provides.iter().map(|(n, _)| n.clone()).collect(),
+        has_postinst: false,
     }
 }
 

@@ -70,6 +70,21 @@ pub struct LoadedDeb {
     pub data_tar: Vec<u8>,
 }
 
+/// Only the control archive of a .deb (the data member is not decompressed).
+pub fn load_control(path: &Path, origin: &str) -> Result<ControlInfo> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut ar = ar::Archive::new(std::io::BufReader::new(f));
+    while let Some(entry) = ar.next_entry() {
+        let entry = entry.with_context(|| format!("{origin}: not a valid .deb (ar) file"))?;
+        let name = String::from_utf8_lossy(entry.header().identifier()).into_owned();
+        let name = name.trim_end_matches('/').to_string();
+        if name.starts_with("control.tar") {
+            return read_control(&name, entry).with_context(|| format!("{origin}: {name}"));
+        }
+    }
+    bail!("{origin}: no control archive")
+}
+
 /// Read and decompress a .deb without touching any rootfs.
 pub fn load_deb(path: &Path, origin: &str) -> Result<LoadedDeb> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;

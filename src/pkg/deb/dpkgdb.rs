@@ -2,8 +2,8 @@
 //! (and `dpkg --admindir=ROOTFS/var/lib/dpkg` on the host) know what is installed:
 //! `status` with each package's control stanza and Status line (plus Conffiles with their
 //! md5sums), `info/<pkg>.list` file lists, the control members (md5sums, conffiles,
-//! maintainer scripts, triggers, shlibs, symbols…), and empty `available`,
-//! `diversions`, `statoverride`, plus `arch`.
+//! maintainer scripts, triggers, shlibs, symbols…), plus `arch`. Diversions, stat
+//! overrides and triggers are written by the configuration step (configure::dpkgstate).
 
 use anyhow::Result;
 use md5::Digest as _;
@@ -64,7 +64,8 @@ pub fn write_database(
         ex.create_dir(d.as_bytes(), dir)?;
     }
     let mut sorted: Vec<&InstalledDeb> = debs.iter().collect();
-    sorted.sort_by_key(|d| d.info_name());
+    // dpkg's order: by package name, then architecture.
+    sorted.sort_by_key(|d| (d.name(), d.info_name()));
     let mut status = String::new();
     for d in &sorted {
         status.push_str(&status_stanza(ex, d, status_word)?);
@@ -103,13 +104,6 @@ pub fn write_database(
     ex.write_file(b"var/lib/dpkg/status", &mut status.as_bytes(), file)?;
     // Info database format 1: Multi-Arch: same packages' files are named pkg:arch.*.
     ex.write_file(b"var/lib/dpkg/info/format", &mut &b"1\n"[..], file)?;
-    for empty in ["available", "diversions", "statoverride"] {
-        ex.write_file(
-            format!("var/lib/dpkg/{empty}").as_bytes(),
-            &mut &b""[..],
-            file,
-        )?;
-    }
     ex.write_file(
         b"var/lib/dpkg/arch",
         &mut format!("{native_arch}\n").as_bytes(),
@@ -118,32 +112,103 @@ pub fn write_database(
     Ok(())
 }
 
+/// The fields dpkg knows, in the order it writes them to the status file; other fields
+/// follow in the order the control file has them.
+const FIELD_ORDER: &[&str] = &[
+    "Package",
+    "Essential",
+    "Protected",
+    "Status",
+    "Priority",
+    "Section",
+    "Installed-Size",
+    "Origin",
+    "Maintainer",
+    "Bugs",
+    "Architecture",
+    "Multi-Arch",
+    "Source",
+    "Version",
+    "Config-Version",
+    "Replaces",
+    "Provides",
+    "Depends",
+    "Pre-Depends",
+    "Recommends",
+    "Suggests",
+    "Breaks",
+    "Conflicts",
+    "Enhances",
+    "Conffiles",
+    "Filename",
+    "Size",
+    "MD5sum",
+    "MSDOS-Filename",
+    "Description",
+];
+
 fn status_stanza(ex: &mut Extractor, d: &InstalledDeb, status_word: &str) -> Result<String> {
-    let control = d.control.control.trim_end();
-    let mut out = String::new();
-    for (i, line) in control.lines().enumerate() {
-        out.push_str(line);
-        out.push('\n');
-        if i == 0 {
-            out.push_str(&format!("Status: install ok {status_word}\n"));
-        }
-    }
+    let stanza = parse_stanzas(&d.control.control);
+    let fields: Vec<(String, String)> = stanza
+        .first()
+        .map(|s| {
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut conffiles = String::new();
     if let Some(cf) = d.control.members.get("conffiles") {
         let text = String::from_utf8_lossy(cf);
         let mut lines = Vec::new();
-        for path in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
-            // "remove-on-upgrade /etc/x" flags precede the path in newer dpkg.
-            let path = path.split_whitespace().last().unwrap_or(path);
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            // "remove-on-upgrade /etc/x": flags precede the path in the control member
+            // and follow the hash in the status file.
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let path = words.last().copied().unwrap_or(line);
+            let flags = &words[..words.len().saturating_sub(1)];
             let sum = match ex.read_file(path.trim_start_matches('/').as_bytes())? {
                 Some(data) => hex::encode(md5::Md5::digest(&data)),
                 None => "newconffile".to_string(),
             };
-            lines.push(format!(" {path} {sum}"));
+            let mut l = format!(" {path} {sum}");
+            for f in flags {
+                l.push(' ');
+                l.push_str(f);
+            }
+            lines.push(l);
         }
         if !lines.is_empty() {
-            out.push_str("Conffiles:\n");
-            out.push_str(&lines.join("\n"));
-            out.push('\n');
+            conffiles = format!("\n{}", lines.join("\n"));
+        }
+    }
+    let mut out = String::new();
+    let mut emit = |k: &str, v: &str| {
+        if v.starts_with('\n') || v.is_empty() {
+            out.push_str(&format!("{k}:{v}\n"));
+        } else {
+            out.push_str(&format!("{k}: {v}\n"));
+        }
+    };
+    for k in FIELD_ORDER {
+        match *k {
+            "Status" => emit("Status", &format!("install ok {status_word}")),
+            "Conffiles" => {
+                if !conffiles.is_empty() {
+                    emit("Conffiles", &conffiles);
+                }
+            }
+            _ => {
+                if let Some((name, v)) = fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                    emit(name, v);
+                }
+            }
+        }
+    }
+    for (k, v) in &fields {
+        if !FIELD_ORDER.iter().any(|f| f.eq_ignore_ascii_case(k)) {
+            emit(k, v);
         }
     }
     Ok(out)

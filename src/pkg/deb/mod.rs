@@ -5,6 +5,7 @@ pub mod configure;
 pub mod control;
 pub mod debfile;
 pub mod dpkgdb;
+pub mod extracted;
 pub mod index;
 pub mod release;
 pub mod resolve;
