@@ -181,10 +181,23 @@ pub fn plan(o: &Options) -> Result<Plan> {
     let mut initrd = o.initrd.clone();
     let (disk, root) = match &o.image {
         Some(path) => {
-            let info = disk::inspect(path)?;
+            let mut info = disk::inspect(path)?;
+            // `--append root=…` names the root device: a measured image then boots with its
+            // root partition unverified (the user's root= comes last and wins).
+            let user_root = o
+                .append
+                .as_deref()
+                .is_some_and(|a| a.split_whitespace().any(|w| w.starts_with("root=")));
+            if user_root && o.root_hash.is_none() && info.hash_partition.take().is_some() {
+                notes.push(format!(
+                    "{} is measured, but --append names the root device: booting it without \
+                     dm-verity",
+                    path.display()
+                ));
+            }
             let a = attach::plan(o.disk_bus, arch, path, &info, o.root_hash.as_deref())?;
             if initrd.is_none() {
-                initrd = initramfs_for(o, &a.modules, &mut notes)?;
+                initrd = initramfs_for(o, arch, &a.modules, &mut notes)?;
             }
             let disk = Disk {
                 path: path.clone(),
@@ -218,6 +231,7 @@ pub fn plan(o: &Options) -> Result<Plan> {
 /// the kernel has them built in (or has no modules folder to tell: Kata's kernels).
 fn initramfs_for(
     o: &Options,
+    arch: crate::arch::Arch,
     modules: &[String],
     notes: &mut Vec<String>,
 ) -> Result<Option<PathBuf>> {
@@ -243,6 +257,17 @@ fn initramfs_for(
     let missing = attach::not_built_in(&dir, modules)?;
     if missing.is_empty() {
         return Ok(None);
+    }
+    let host = crate::arch::Arch::host();
+    if host != Some(arch) {
+        // The boot initramfs is made by the host's dracut from the host's programs.
+        return Err(crate::error::refused(format!(
+            "the kernel has {} as modules, and the boot initramfs osbuilder builds holds this \
+             host's programs ({}), not {arch} ones: give an {arch} initramfs with --initrd, or \
+             --append 'root=…' to boot a measured image unverified",
+            missing.join(" "),
+            host.map_or("unknown arch".to_string(), |h| h.to_string())
+        )));
     }
     let (path, built) = attach::boot_initramfs(&release, &dir, o.cache_dir.as_deref())?;
     notes.push(format!(
