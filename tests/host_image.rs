@@ -340,7 +340,16 @@ fn bare_filesystem_images_and_refused_host_requests() {
             "baremetal",
             "--agent-init",
         ]),
-        "cannot be used with",
+        "--agent-init do not apply to a host profile",
+    );
+    refused(
+        &mut rootfs(&[
+            "--distro",
+            "debian",
+            "--profile",
+            "baremetal,virtualization",
+        ]),
+        "a host is built from one --profile",
     );
     assert!(!d.path().join("never").exists());
 }
