@@ -150,6 +150,9 @@ pub fn install(
         mirrors: repo.mirrors(),
         packages: {
             let mut v = installed_packages(&refs, files)?;
+            // By name, whatever order they were unpacked in: the same set gives the same
+            // record (and SBOM), natively or from a builder container.
+            v.sort_by(|a, b| (&a.name, &a.arch).cmp(&(&b.name, &b.arch)));
             for p in &mut v {
                 if let Some(n) = report.not_reproduced.get(&p.name) {
                     p.not_reproduced = n.clone();

@@ -233,6 +233,32 @@ pub const SCRIPT_OUTPUTS: &[(&str, &[&str])] = &[
         "/var/run and /var/lock as links to /run (base-files' postinst)",
         &["var/run", "var/lock"],
     ),
+    (
+        "what systemd's postinst has systemd-tmpfiles create (tmpfiles.d: credstore, private \
+         dirs, /etc/mtab, /root/.ssh, locale and vconsole defaults): the native backend \
+         reproduces it as mmdebstrap on the host does (tests/deb_parity.rs); in the builder \
+         container it is not applied",
+        &[
+            "etc/credstore",
+            "etc/credstore.encrypted",
+            "etc/default/locale",
+            "etc/mtab",
+            "etc/vconsole.conf",
+            "root/.ssh",
+            "run/lock/subsys",
+            "var/cache/private",
+            "var/lib/private",
+        ],
+    ),
+    (
+        "osbuilder.yaml and the SBOM (whose namespace hashes osbuilder.yaml): a native build \
+         records what the maintainer scripts do that it did not reproduce (the container ran \
+         them all)",
+        &[
+            "var/lib/osbuilder/osbuilder.yaml",
+            "var/lib/osbuilder/sbom.spdx.json",
+        ],
+    ),
 ];
 
 fn glob(pat: &[u8], s: &[u8]) -> bool {
