@@ -1071,30 +1071,21 @@ impl Host<'_, '_> {
                 }
                 st(0)
             }
-            "systemctl" => match units::systemctl(self.s.ex, args, mtime)? {
-                Some(r) => st(r),
-                None => {
-                    self.s
-                        .not_reproduced(format!("systemctl {}", args.join(" ")));
-                    st(0)
+            "systemctl" | "deb-systemd-helper" | "update-rc.d" => {
+                let done = match name.as_str() {
+                    "systemctl" => units::systemctl(self.s.ex, args, mtime)?,
+                    "deb-systemd-helper" => units::deb_systemd_helper(self.s.ex, args, mtime)?,
+                    _ => units::update_rc_d(self.s.ex, args, mtime)?,
+                };
+                // None: a form of the command the units module does not reproduce.
+                match done {
+                    Some(r) => st(r),
+                    None => {
+                        self.s.not_reproduced(format!("{name} {}", args.join(" ")));
+                        st(0)
+                    }
                 }
-            },
-            "deb-systemd-helper" => match units::deb_systemd_helper(self.s.ex, args, mtime)? {
-                Some(r) => st(r),
-                None => {
-                    self.s
-                        .not_reproduced(format!("deb-systemd-helper {}", args.join(" ")));
-                    st(0)
-                }
-            },
-            "update-rc.d" => match units::update_rc_d(self.s.ex, args, mtime)? {
-                Some(r) => st(r),
-                None => {
-                    self.s
-                        .not_reproduced(format!("update-rc.d {}", args.join(" ")));
-                    st(0)
-                }
-            },
+            }
             "ucf" => {
                 if let Err(e) = ucf::ucf(self.s.ex, args, mtime)? {
                     self.s.not_reproduced(e);
