@@ -4,6 +4,7 @@
 #   make demo                     build, then the main job end to end: a Debian agent-init
 #                                 rootfs → initrd → Debian's kernel → boot to the agent
 #   make rootfs                   $(DISTRO) rootfs in $(ROOTFS_DIR), with the agent
+#                                 (PACKAGE_SET=minimal, KEEP_DOCS=yes: docs/slim.md)
 #                                 (USE_PODMAN=true / USE_DOCKER=true: in a builder container;
 #                                 BUILD_METHOD=dracut: the host's dracut initrd, unpacked)
 #   make image                    $(IMAGE) from $(ROOTFS_DIR) (built first if missing)
@@ -46,6 +47,10 @@ BUILD_METHOD       ?= distro
 # USE_DOCKER wins when both are set; empty, false, no and 0 mean off.
 USE_DOCKER         ?=
 USE_PODMAN         ?=
+# Slim guests (docs/slim.md): PACKAGE_SET=minimal installs only what an agent guest needs;
+# KEEP_DOCS=yes keeps the docs, man pages and translations the distro's path filters drop.
+PACKAGE_SET        ?= default
+KEEP_DOCS          ?= no
 DRACUT_KVERSION    ?=
 DRACUT_KMODDIR     ?=
 DRACUT_PROFILES    ?= kata
@@ -86,6 +91,8 @@ ROOTFS_FLAGS := --distro $(DISTRO) \
 	$(if $(AGENT_TARBALL),--agent-tarball $(AGENT_TARBALL)) \
 	$(if $(KERNEL_MODULES_DIR),--kernel-modules $(KERNEL_MODULES_DIR)) \
 	$(if $(call yes,$(ROOTFS_ONLY)),--no-agent) \
+	$(if $(filter-out default,$(PACKAGE_SET)),--package-set $(PACKAGE_SET)) \
+	$(if $(call yes,$(KEEP_DOCS)),--keep-docs) \
 	--builder $(BUILDER)
 
 AGENT_FLAGS := $(if $(call yes,$(AGENT_INIT)),--agent-init,--systemd) \

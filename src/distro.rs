@@ -112,6 +112,32 @@ pub struct PackageSets {
     /// Added per arch.
     #[serde(default)]
     pub arch: BTreeMap<Arch, Vec<String>>,
+    /// `--package-set minimal`: the whole set per init mode, replacing base + init (the
+    /// per-arch additions still apply). An init mode without one has no minimal set.
+    #[serde(default)]
+    pub minimal: BTreeMap<InitMode, Vec<String>>,
+}
+
+/// Which of a distro's package sets a guest gets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PackageSet {
+    /// Kata's list for the distro (`[packages] base` + `[packages.init]`).
+    #[default]
+    Default,
+    /// Only what an agent guest needs (`[packages.minimal]`).
+    Minimal,
+}
+
+/// Slim guests (`[slim]` in distro.toml).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Slim {
+    /// dpkg-style path filters applied to every package of a guest while it is unpacked
+    /// (`path-exclude=GLOB`, `path-include=GLOB`, in order; the last match decides), unless
+    /// `--keep-docs`. Hosts (`--profile`) keep everything.
+    #[serde(default)]
+    pub path_filters: Vec<String>,
 }
 
 /// How an rpm distro's repositories are laid out and trusted (`[rpm]` in distro.toml).
@@ -182,6 +208,8 @@ pub struct Distro {
     pub mirror: MirrorConfig,
     #[serde(default)]
     pub packages: PackageSets,
+    #[serde(default)]
+    pub slim: Slim,
     /// rpm repositories: layout and trust.
     #[serde(default)]
     pub rpm: Option<RpmConfig>,
@@ -207,6 +235,36 @@ impl Distro {
         pkgs.extend(self.packages.init.get(&init).cloned().unwrap_or_default());
         pkgs.extend(self.packages.arch.get(&arch).cloned().unwrap_or_default());
         pkgs
+    }
+
+    /// The packages of `set` for this init mode and arch; None when the distro has no
+    /// such set for the init mode.
+    pub fn package_set_of(
+        &self,
+        set: PackageSet,
+        arch: Arch,
+        init: InitMode,
+    ) -> Option<Vec<String>> {
+        match set {
+            PackageSet::Default => Some(self.package_set(arch, init)),
+            PackageSet::Minimal => {
+                let mut pkgs = self.packages.minimal.get(&init)?.clone();
+                pkgs.extend(self.packages.arch.get(&arch).cloned().unwrap_or_default());
+                Some(pkgs)
+            }
+        }
+    }
+
+    /// The `[slim]` path filters for a guest.
+    pub fn path_filter(&self) -> Result<crate::pkg::pathfilter::PathFilter> {
+        let rules = self
+            .slim
+            .path_filters
+            .iter()
+            .map(|l| crate::pkg::pathfilter::Rule::parse(l))
+            .collect::<Result<Vec<_>>>()
+            .with_context(|| format!("distros/{}/distro.toml [slim]", self.name))?;
+        Ok(crate::pkg::pathfilter::PathFilter { rules })
     }
 
     /// A file shipped in the distro folder (a keyring, a key…).
@@ -243,6 +301,7 @@ impl Distro {
         if let Some(b) = &self.builder {
             b.validate(folder)?;
         }
+        self.path_filter()?;
         let rpm_keys = self
             .rpm
             .iter()

@@ -209,7 +209,10 @@ fn build(mirror: &str, arch: &str, packages: &str, out: &Path) {
                 "--arch",
                 arch,
             ])
+            // mmdebstrap runs dpkg without path filters: the guest keeps its docs here too
+            // (tests/slim.rs checks the filters against dpkg's own).
             .args([
+                "--keep-docs",
                 "--agent-init",
                 "--no-agent",
                 "--packages",

@@ -634,6 +634,28 @@ fn azurelinux_resolves_kata_packages_and_installs_signed_packages() {
     let qa = rpm_qa(&out);
     assert_eq!(qa.len(), names.len(), "{qa:?}");
     rpm_verify_all(&out, true);
+    // The distro's path filters left the docs out; rpm knows them as "not installed" (as
+    // with --excludedocs), so -V above passed them over.
+    assert!(!out.join("usr/share/doc/bash/README").exists());
+    let states = Command::new("rpm")
+        .arg("--root")
+        .arg(&out)
+        .args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "-q",
+            "--qf",
+            "[%{FILESTATES:fstate} %{FILENAMES}\n]",
+            "bash",
+        ])
+        .output()
+        .unwrap();
+    let states = String::from_utf8_lossy(&states.stdout);
+    assert!(
+        states.contains("not installed /usr/share/doc/bash/README"),
+        "{states}"
+    );
+    assert!(states.contains("normal /usr/bin/bash"), "{states}");
     let sigs = Command::new("rpm")
         .arg("--root")
         .arg(&out)

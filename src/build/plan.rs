@@ -610,6 +610,10 @@ fn rootfs_options(
         builder: Default::default(),
         // Release jobs build guests; hosts come from `rootfs --profile`.
         profile: None,
+        // Guests as `osbuilder rootfs` makes them: Kata's set, the distro's path filters.
+        package_set: Default::default(),
+        keep_docs: false,
+        path_filters: Vec::new(),
     }
 }
 

@@ -168,7 +168,7 @@ fn run_values(
         } else {
             d.components.clone()
         },
-        packages: crate::rootfs::requested_packages(target, opts),
+        packages: crate::rootfs::requested_packages(target, opts)?,
         variant: def.variant.get(&target.init).cloned().unwrap_or_default(),
     })
 }
@@ -257,9 +257,14 @@ pub fn build(
     }
     let plan = host::plan(target, opts, &values.packages)?;
     let keys = KeysDir::write(d, opts, staged.dest())?;
+    // The guest's path filters apply to the tree the container hands back, as natively
+    // to each package: both give the same guest, whatever the distro's tool can filter.
     let mut ex = crate::pkg::extract::Extractor::new(
         staged.path(),
-        crate::pkg::extract::ExtractOptions::default(),
+        crate::pkg::extract::ExtractOptions {
+            filter: crate::rootfs::path_filter(target, opts)?,
+            ..Default::default()
+        },
     )?;
     ex.set_default_mtime(plan.mtime);
     let run_start = Instant::now();
@@ -280,6 +285,7 @@ pub fn build(
         &mut ex,
     )?;
     drop(keys);
+    let excluded = ex.excluded().clone();
     let mtree = ex.finish()?;
     let installed = host::installed(staged.path(), plan.format)?;
     eprintln!(
@@ -302,7 +308,11 @@ pub fn build(
         trust: Vec::new(),
         mirrors: plan.mirrors.clone(),
         packages: plan.record(&installed),
+        excluded: (!excluded.rules.is_empty()).then_some(excluded.clone()),
     };
+    if let Some(note) = crate::rootfs::excluded_note(&excluded) {
+        eprintln!("osbuilder: {note}");
+    }
     crate::rootfs::finish(staged, mtree, &record, provisioning, plan.mtime, job)?;
     job.note(format!(
         "rootfs {} ready: {} packages in {:.1} s (index {:.1} s){}",

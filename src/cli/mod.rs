@@ -41,7 +41,7 @@ enum Command {
     /// Show the supported distro × arch × init combinations, or check one
     Matrix(matrix::Args),
     /// Build a distro rootfs: natively (verified packages, no root, any arch) or in a builder container
-    Rootfs(rootfs::Args),
+    Rootfs(Box<rootfs::Args>),
     /// Make or reuse a distro's builder container image (for `rootfs --builder podman|docker`)
     BuilderImage(builder_image::Args),
     /// Make a rootfs a Kata guest: agent, units, config, osbuilder.yaml and SBOM
@@ -80,7 +80,7 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Matrix(a) => matrix::run(a),
-        Command::Rootfs(a) => rootfs::run(a),
+        Command::Rootfs(a) => rootfs::run(*a),
         Command::BuilderImage(a) => builder_image::run(a),
         Command::Provision(a) => provision::run(a),
         Command::Initrd(a) => initrd::run(a),

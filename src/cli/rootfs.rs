@@ -24,10 +24,14 @@ Examples:\n  osbuilder rootfs --distro debian --agent-init -o rootfs\n  \
 osbuilder rootfs --distro debian --arch arm64 --profile virtualization -o host\n  \
 osbuilder rootfs --distro debian --arch arm64 --extra-pkgs strace -o rootfs-arm64\n  \
 osbuilder rootfs --distro debian --builder podman --agent-init -o rootfs\n  \
+osbuilder rootfs --distro debian --agent-init --package-set minimal -o slim\n  \
 osbuilder rootfs --distro ubuntu --arch arm64 --mirror http://MIRROR/ubuntu-ports --dry-run -o x\n  \
 osbuilder rootfs --distro alpine --agent-init --arch aarch64 --os-version 3.22 --mirror http://MIRROR/alpine -o rootfs\n  \
 osbuilder rootfs --method dracut --agent-init -o dracut_rootfs\n  \
 osbuilder rootfs --from-initrd kata-containers-initrd.img -o rootfs\n\n\
+Guests leave out docs, man pages and translations while unpacking (dpkg-style path filters from \
+the distro's [slim] table; copyright files stay); --keep-docs keeps them, --path-exclude/--path-include \
+add rules; osbuilder.yaml lists the rules and what they left out. Hosts (--profile) keep everything.\n\n\
 --method dracut builds Kata's dracut initrd from the host (see `osbuilder initrd --help`) and \
 unpacks it as the rootfs; --from-initrd unpacks an initrd you have (gzip, zstd, xz or none)."
 )]
@@ -61,6 +65,22 @@ pub struct Args {
     /// Packages replacing the distro's set (comma-separated)
     #[arg(long, value_delimiter = ',')]
     packages: Option<Vec<String>>,
+    /// The distro's package set to start from: Kata's list, or only what an agent guest
+    /// needs (docs/slim.md)
+    #[arg(long, value_enum, default_value_t = PackageSetArg::Default, conflicts_with = "packages")]
+    package_set: PackageSetArg,
+    /// Keep the docs, man pages and translations the distro's path filters leave out of a
+    /// guest ([slim] in its distro.toml)
+    #[arg(long)]
+    keep_docs: bool,
+    /// Leave out package files matching this glob (dpkg's --path-exclude: absolute, `*`
+    /// matches `/` too; repeatable; after the distro's filters)
+    #[arg(long, value_name = "GLOB")]
+    path_exclude: Vec<String>,
+    /// Keep package files matching this glob although an exclude matches (dpkg's
+    /// --path-include; repeatable; applied after every --path-exclude)
+    #[arg(long, value_name = "GLOB")]
+    path_include: Vec<String>,
     /// Repository URL (Debian: the folder holding dists/ and pool/; Alpine: the folder
     /// holding v3.22/ and edge/; rpm distros: the root their distro.toml `repos` paths
     /// start from)
@@ -105,6 +125,15 @@ pub struct Args {
     no_agent: bool,
 }
 
+/// `--package-set` (the library's `distro::PackageSet` carries no clap derive).
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum PackageSetArg {
+    /// Kata's list for the distro (distro.toml [packages])
+    Default,
+    /// Only what an agent guest needs (distro.toml [packages.minimal])
+    Minimal,
+}
+
 pub fn run(mut a: Args) -> Result<()> {
     let init = if a.agent_init {
         Some(InitMode::AgentInit)
@@ -119,6 +148,10 @@ pub fn run(mut a: Args) -> Result<()> {
         (a.os_version.is_some(), "--os-version"),
         (!a.extra_pkgs.is_empty(), "--extra-pkgs"),
         (a.packages.is_some(), "--packages"),
+        (a.package_set != PackageSetArg::Default, "--package-set"),
+        (a.keep_docs, "--keep-docs"),
+        (!a.path_exclude.is_empty(), "--path-exclude"),
+        (!a.path_include.is_empty(), "--path-include"),
         (a.mirror.is_some(), "--mirror"),
         (!a.keyring.is_empty(), "--keyring"),
         (!a.keys_dir.is_empty(), "--keys-dir"),
@@ -226,6 +259,17 @@ pub fn run(mut a: Args) -> Result<()> {
             agent: (!a.no_agent).then(|| a.agent.request()),
             builder: a.builder.into(),
             profile,
+            package_set: match a.package_set {
+                PackageSetArg::Default => crate::distro::PackageSet::Default,
+                PackageSetArg::Minimal => crate::distro::PackageSet::Minimal,
+            },
+            keep_docs: a.keep_docs,
+            path_filters: a
+                .path_exclude
+                .iter()
+                .map(|g| format!("path-exclude={g}"))
+                .chain(a.path_include.iter().map(|g| format!("path-include={g}")))
+                .collect(),
         },
         &super::render::Lines,
     )

@@ -386,6 +386,7 @@ fn assemble(p: &Prepared, work: &Path, dest: &Path) -> Result<(Mtree, PackageRec
         trust: Vec::new(),
         mirrors: Vec::new(),
         packages,
+        excluded: None,
     };
     Ok((mtree, record, report))
 }
@@ -564,7 +565,7 @@ mod tests {
             d.path(),
             ExtractOptions {
                 privileged,
-                rewrite: None,
+                ..Default::default()
             },
         )
         .unwrap();

@@ -230,6 +230,7 @@ mod tests {
             ExtractOptions {
                 privileged: false,
                 rewrite: None,
+                filter: Default::default(),
             },
         )
         .unwrap();

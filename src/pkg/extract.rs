@@ -28,6 +28,7 @@ use anyhow::{Context, Result, bail};
 use rustix::fs::{AtFlags, FileType as RawType, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 use rustix::io::Errno;
 
+use crate::pkg::pathfilter::{Excluded, PathFilter};
 use crate::tree::mtree::{MEntry, MType, Mtree};
 
 /// Rewrites an archive path (normalised, no leading `/`) to where it goes in the rootfs,
@@ -38,6 +39,8 @@ pub struct ExtractOptions {
     /// Apply ownership and device nodes on disk. Default: when running as root.
     pub privileged: bool,
     pub rewrite: Option<PathRewrite>,
+    /// dpkg-style path filters for package payloads (see [`crate::pkg::pathfilter`]).
+    pub filter: PathFilter,
 }
 
 impl Default for ExtractOptions {
@@ -45,6 +48,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             privileged: rustix::process::geteuid().is_root(),
             rewrite: None,
+            filter: PathFilter::default(),
         }
     }
 }
@@ -57,6 +61,9 @@ pub struct Installed {
     /// Where it is in the rootfs (after rewrite and in-root symlink resolution), "a/b".
     pub on_disk: Vec<u8>,
     pub kind: MType,
+    /// The path filter left it out: the package still owns it (dpkg lists it too), but
+    /// nothing was written and `on_disk` is empty.
+    pub left_out: bool,
 }
 
 /// Owner and permission bits for something the backend creates itself.
@@ -95,6 +102,11 @@ pub struct Extractor {
     /// guest's `/` and gets root:root 0755 in `finish` (a populated root, such as a user's
     /// rootfs being provisioned, keeps what it has).
     owns_root: bool,
+    filter: PathFilter,
+    /// What the filter left out so far.
+    excluded: Excluded,
+    /// Entries the filter left out ("/a/b"; a hard link to one is left out with it).
+    left_out: std::collections::HashSet<Vec<u8>>,
 }
 
 const MAX_SYMLINKS: usize = 40;
@@ -216,7 +228,47 @@ impl Extractor {
             dirs: BTreeMap::new(),
             default_mtime: 0,
             owns_root,
+            excluded: Excluded {
+                rules: opts.filter.lines(),
+                ..Default::default()
+            },
+            filter: opts.filter,
+            left_out: Default::default(),
         })
+    }
+
+    /// Whether the path filter leaves out the package entry `path` ("/a/b", as the
+    /// package names it, before any rewrite); counted in [`Extractor::excluded`] when it
+    /// does. Backends that do not extract through [`Extractor::unpack`] (rpm's cpio) ask
+    /// this for every entry.
+    pub fn leaves_out(&mut self, path: &[u8], kind: MType, size: u64) -> bool {
+        if self.filter.is_empty()
+            || !self
+                .filter
+                .skips(path, matches!(kind, MType::Dir | MType::Link))
+        {
+            return false;
+        }
+        self.count_left_out(path, kind, size);
+        true
+    }
+
+    fn count_left_out(&mut self, path: &[u8], kind: MType, size: u64) {
+        self.excluded.entries += 1;
+        if kind == MType::File {
+            self.excluded.bytes += size;
+        }
+        self.left_out.insert(path.to_vec());
+    }
+
+    /// Whether the package entry `path` ("/a/b") was left out by the filter.
+    pub fn was_left_out(&self, path: &[u8]) -> bool {
+        self.left_out.contains(path)
+    }
+
+    /// What the path filter has left out so far, with its rules.
+    pub fn excluded(&self) -> &Excluded {
+        &self.excluded
     }
 
     pub fn root(&self) -> &Path {
@@ -698,6 +750,42 @@ impl Extractor {
         let et = h.entry_type();
         let comps = archive_components(raw)?;
         let path = [b"/".as_slice(), &comps.join(&b'/')].concat();
+        if !comps.is_empty()
+            && !matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader)
+        {
+            let kind = match et {
+                tar::EntryType::Directory => MType::Dir,
+                tar::EntryType::Symlink => MType::Link,
+                tar::EntryType::Char => MType::Char,
+                tar::EntryType::Block => MType::Block,
+                tar::EntryType::Fifo => MType::Fifo,
+                _ => MType::File,
+            };
+            let left_out = if et == tar::EntryType::Link {
+                let target = entry
+                    .link_name_bytes()
+                    .context("hard link without a target")?;
+                let target = [b"/".as_slice(), &archive_components(&target)?.join(&b'/')].concat();
+                // A hard link to a left-out file goes with it, whatever the rules say.
+                if self.was_left_out(&target) {
+                    self.count_left_out(&path, kind, 0);
+                    true
+                } else {
+                    self.leaves_out(&path, kind, 0)
+                }
+            } else {
+                let size = h.size()?;
+                self.leaves_out(&path, kind, size)
+            };
+            if left_out {
+                return Ok(Some(Installed {
+                    path,
+                    on_disk: Vec::new(),
+                    kind,
+                    left_out: true,
+                }));
+            }
+        }
         let (kind, on_disk) = match et {
             tar::EntryType::Directory => {
                 if comps.is_empty() {
@@ -741,6 +829,7 @@ impl Extractor {
             path,
             on_disk,
             kind,
+            left_out: false,
         }))
     }
 
@@ -1106,6 +1195,7 @@ mod tests {
             ExtractOptions {
                 privileged,
                 rewrite: None,
+                filter: Default::default(),
             },
         )
         .unwrap()

@@ -15,6 +15,7 @@ pub mod deb;
 pub mod extract;
 pub mod fetch;
 pub mod openpgp;
+pub mod pathfilter;
 pub mod record;
 pub mod rpm;
 pub mod verify;

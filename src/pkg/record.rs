@@ -43,6 +43,9 @@ pub struct PackageRecord {
     pub mirrors: Vec<String>,
     /// Sorted by name.
     pub packages: Vec<InstalledPackage>,
+    /// What the path filters left out of the packages (None: no filter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<crate::pkg::pathfilter::Excluded>,
 }
 
 /// `<rootfs>.packages.json`, beside the rootfs (like `<rootfs>.mtree`).

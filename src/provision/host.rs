@@ -97,6 +97,7 @@ pub fn provision_host(
         resolved: record.packages.clone(),
         package_format: record.format,
         trust: record.trust.clone(),
+        excluded: record.excluded.clone(),
         agent: None,
         profile: Some(spec.profile.name.clone()),
         // A host is always built from the distro's packages.

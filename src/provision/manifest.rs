@@ -45,6 +45,8 @@ pub struct Manifest {
     pub agent: Option<AgentInfo>,
     /// The host profile the rootfs was built with (`osbuilder rootfs --profile`).
     pub profile: Option<String>,
+    /// What the path filters left out (docs, man pages…); None: nothing was filtered.
+    pub excluded: Option<crate::pkg::pathfilter::Excluded>,
 }
 
 /// `%Y-%m-%dT%H:%M:%S.%N+0000Z`, the format Kata's rootfs.sh writes (UTC).
@@ -149,6 +151,16 @@ impl Manifest {
                     }
                 }
             }
+        }
+        // The packages stay listed as installed; what their files lost is said here.
+        if let Some(e) = &self.excluded {
+            let _ = writeln!(y, "path-filters:");
+            let _ = writeln!(y, "  rules:");
+            for r in &e.rules {
+                let _ = writeln!(y, "    - {}", q(r));
+            }
+            let _ = writeln!(y, "  excluded-entries: {}", e.entries);
+            let _ = writeln!(y, "  excluded-bytes: {}", e.bytes);
         }
         if let Some(p) = &self.profile {
             let _ = writeln!(y, "host-profile: {}", q(p));
@@ -267,6 +279,7 @@ mod tests {
                 not_reproduced: vec!["journal catalog".into()],
             }],
             package_format: Some(PackageFormat::Deb),
+            excluded: None,
             trust: vec![],
             agent: Some(AgentInfo {
                 url: "osbuilder:reference-agent".into(),

@@ -430,6 +430,7 @@ pub fn apply(
             })
         }),
         trust: record.map(|r| r.trust.clone()).unwrap_or_default(),
+        excluded: record.and_then(|r| r.excluded.clone()),
         agent: Some(AgentInfo {
             url: agent.url,
             name: agent.name,

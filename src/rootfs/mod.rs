@@ -59,6 +59,14 @@ pub struct Options {
     /// Build a host with this profile (profiles/<name>.toml): its packages, files and units,
     /// systemd as init, no agent.
     pub profile: Option<String>,
+    /// Which of the distro's package sets a guest starts from (`--packages` replaces it).
+    pub package_set: crate::distro::PackageSet,
+    /// Keep what the distro's `[slim]` path filters leave out of a guest (docs, man pages,
+    /// translations).
+    pub keep_docs: bool,
+    /// The user's own dpkg-style path filters (`path-exclude=GLOB`, `path-include=GLOB`),
+    /// applied after the distro's, in order.
+    pub path_filters: Vec<String>,
 }
 
 /// `osbuilder rootfs`: check the request, then build; messages go to `sink`.
@@ -79,6 +87,9 @@ pub fn build(opts: &Options, sink: &dyn crate::events::Sink) -> Result<()> {
         arch,
         init: opts.init,
     })?;
+    // The package set and the path filters are checked before any work.
+    base_packages(&target, opts)?;
+    path_filter(&target, opts)?;
     // The output is checked before anything is downloaded (and again when committing).
     if !opts.dry_run {
         crate::output::check_destination(&opts.output, DirKind::Rootfs, opts.force)?;
@@ -107,14 +118,72 @@ pub fn os_version(target: &Target<'_>, opts: &Options) -> String {
 }
 
 /// The packages to install: `--packages` replaces the distro's set, `--extra-pkgs` adds.
-pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Vec<String> {
-    crate::pkg::backend::requested_packages(
+pub fn requested_packages(target: &Target<'_>, opts: &Options) -> Result<Vec<String>> {
+    let base = base_packages(target, opts)?;
+    Ok(crate::pkg::backend::requested_packages(
         target.distro,
         target.arch,
         target.init,
-        opts.packages.as_deref(),
+        Some(&base),
         &opts.extra_pkgs,
-    )
+    ))
+}
+
+/// The set a build starts from: `--packages`, else the distro's `--package-set` (Kata's
+/// list by default; `minimal`: only what an agent guest needs).
+pub fn base_packages(target: &Target<'_>, opts: &Options) -> Result<Vec<String>> {
+    use crate::distro::PackageSet;
+    if let Some(p) = &opts.packages {
+        return Ok(p.clone());
+    }
+    if opts.package_set == PackageSet::Minimal && opts.profile.is_some() {
+        return Err(crate::error::refused(
+            "--package-set minimal is for guests; a host profile brings its own packages",
+        ));
+    }
+    target
+        .distro
+        .package_set_of(opts.package_set, target.arch, target.init)
+        .ok_or_else(|| {
+            crate::error::refused(format!(
+                "{} has no minimal package set for {} guests ([packages.minimal] in its \
+                 distro.toml); drop --package-set minimal or name the packages with --packages",
+                target.distro.name, target.init
+            ))
+        })
+}
+
+/// The path filter of a build (see [`crate::pkg::pathfilter`]): the distro's `[slim]`
+/// rules for a guest — not with `--keep-docs`, not for a host, which keeps its manuals —
+/// then the user's own rules.
+pub fn path_filter(
+    target: &Target<'_>,
+    opts: &Options,
+) -> Result<crate::pkg::pathfilter::PathFilter> {
+    let mut filter = if opts.keep_docs || opts.profile.is_some() {
+        Default::default()
+    } else {
+        target.distro.path_filter()?
+    };
+    for line in &opts.path_filters {
+        filter.rules.push(
+            crate::pkg::pathfilter::Rule::parse(line)
+                .map_err(|e| crate::error::refused(e.to_string()))?,
+        );
+    }
+    Ok(filter)
+}
+
+/// What the build log says about the path filter's work; None without rules.
+pub(crate) fn excluded_note(e: &crate::pkg::pathfilter::Excluded) -> Option<String> {
+    (!e.rules.is_empty()).then(|| {
+        format!(
+            "path filters left out {} entries ({:.1} MiB; docs, man pages, translations; \
+             --keep-docs keeps them; listed in osbuilder.yaml)",
+            e.entries,
+            e.bytes as f64 / 1048576.0
+        )
+    })
 }
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
@@ -156,10 +225,7 @@ impl HostPlan {
         let profile_pkgs = self
             .profile
             .packages_for(&target.distro.name, target.arch)?;
-        let mut default_packages = match &opts.packages {
-            Some(p) => p.clone(),
-            None => target.distro.package_set(target.arch, target.init),
-        };
+        let mut default_packages = base_packages(target, opts)?;
         default_packages.extend(profile_pkgs.iter().cloned());
         let extra_packages = opts
             .extra_pkgs
@@ -187,10 +253,7 @@ impl Provisioning {
     ) -> Result<Provisioning> {
         let mut spec = req.spec(target.arch, target.init)?;
         spec.distro = Some((target.distro.name.clone(), os_version(target, opts)));
-        spec.default_packages = match &opts.packages {
-            Some(p) => p.clone(),
-            None => target.distro.package_set(target.arch, target.init),
-        };
+        spec.default_packages = base_packages(target, opts)?;
         spec.extra_packages = opts.extra_pkgs.clone();
         let agent = crate::provision::load_agent(&spec)?;
         Ok(Provisioning::Agent { spec, agent })

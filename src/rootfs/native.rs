@@ -57,7 +57,7 @@ pub fn request(target: &Target<'_>, opts: &Options) -> Result<Request> {
         }
     }
     Ok(Request {
-        roots: super::requested_packages(target, opts),
+        roots: super::requested_packages(target, opts)?,
         init: target.init,
         run_scripts: opts.run_scripts,
     })
@@ -116,9 +116,16 @@ pub fn install(
     };
     let staged = StagedDir::create(&opts.output, DirKind::Rootfs, opts.force)?;
     let extracting = job.start(Stage::Extract, None);
-    let mut ex = Extractor::new(staged.path(), ExtractOptions::default())?;
+    let mut ex = Extractor::new(
+        staged.path(),
+        ExtractOptions {
+            filter: super::path_filter(target, opts)?,
+            ..Default::default()
+        },
+    )?;
     ex.set_default_mtime(mtime);
     let report = repo.install(&mut ex, &opened.request, plan, files, mtime)?;
+    let excluded = ex.excluded().clone();
     let mtree = ex.finish()?;
     repo.post_install(staged.path(), &opened.request)?;
     extracting.finish(
@@ -128,6 +135,9 @@ pub fn install(
     );
     for note in &report.notes {
         job.note(note.clone());
+    }
+    if let Some(note) = super::excluded_note(&excluded) {
+        job.note(note);
     }
     if !report.not_reproduced.is_empty() {
         job.note(format!(
@@ -160,6 +170,7 @@ pub fn install(
             }
             v
         },
+        excluded: (!excluded.rules.is_empty()).then_some(excluded),
     };
     super::finish(staged, mtree, &record, provisioning, mtime, job)?;
     Ok(Built { mtime, record })

@@ -271,7 +271,7 @@ pub fn populate(
             }
             let gz = flate2::read::MultiGzDecoder::new(data);
             let placed = x.unpack(gz, &what)?;
-            for i in placed {
+            for i in placed.into_iter().filter(|i| !i.left_out) {
                 present.insert(i.path.strip_prefix(b"/").unwrap_or(&i.path).to_vec());
                 present.insert(i.on_disk);
             }

@@ -46,6 +46,7 @@ fn listing(data_tar: &[u8], origin: &str) -> Result<Vec<Installed>> {
             path: [b"/".as_slice(), &joined].concat(),
             on_disk: joined,
             kind,
+            left_out: false,
         });
     }
     Ok(out)

@@ -462,7 +462,26 @@ impl Repository for RpmRepository {
         }
         device_nodes(ex, mtime)?;
         // The rpm database.
-        let rpms: Vec<&RpmFile> = checked.iter().map(|c| &c.rpm).collect();
+        // Files the path filter left out are "not installed" there, as rpm --excludedocs
+        // records them (`rpm -V` passes them over).
+        let rpms: Vec<(&RpmFile, Vec<u8>)> = checked
+            .iter()
+            .map(|c| {
+                let states = c
+                    .meta
+                    .files
+                    .iter()
+                    .map(|f| {
+                        if ex.was_left_out(f.path.as_bytes()) {
+                            super::rpmdb::STATE_NOT_INSTALLED
+                        } else {
+                            super::rpmdb::STATE_NORMAL
+                        }
+                    })
+                    .collect();
+                (&c.rpm, states)
+            })
+            .collect();
         let db = super::rpmdb::build(&rpms, mtime)?;
         for d in ["var", "var/lib", "var/lib/rpm"] {
             ex.create_dir(d.as_bytes(), Attrs::root(0o755, mtime))?;

@@ -253,6 +253,18 @@ fn place_all<R: Read>(
         }
         let attrs = attrs_of(f, accounts, out);
         let p = rel.as_bytes();
+        // The path filter (docs, man pages…); hard-linked files are always kept, as the
+        // group is written through its one member with content.
+        let kind = match f.kind() {
+            libc::S_IFDIR => MType::Dir,
+            libc::S_IFLNK => MType::Link,
+            libc::S_IFREG => MType::File,
+            _ => MType::Char,
+        };
+        if !group_of.contains_key(&idx) && ex.leaves_out(format!("/{rel}").as_bytes(), kind, f.size)
+        {
+            continue;
+        }
         match f.kind() {
             libc::S_IFDIR => {
                 ex.create_dir(p, attrs)?;

@@ -42,8 +42,15 @@ fn be(v: u32) -> Vec<u8> {
     v.to_be_bytes().to_vec()
 }
 
-/// The header rpm stores for an installed package.
-fn installed_header(rpm: &RpmFile, install_time: u32) -> Vec<u8> {
+/// RPMFILE_STATE_NORMAL: the file is installed.
+pub const STATE_NORMAL: u8 = 0;
+/// RPMFILE_STATE_NOTINSTALLED: left out on purpose (rpm's --excludedocs, osbuilder's path
+/// filters).
+pub const STATE_NOT_INSTALLED: u8 = 2;
+
+/// The header rpm stores for an installed package; `states` holds each file's
+/// RPMFILE_STATE_*, in header order.
+fn installed_header(rpm: &RpmFile, states: &[u8], install_time: u32) -> Vec<u8> {
     let sig = &rpm.signature;
     let h = &rpm.header;
     let mut extra: Vec<(u32, u32, u32, Vec<u8>)> = Vec::new();
@@ -80,8 +87,9 @@ fn installed_header(rpm: &RpmFile, install_time: u32) -> Vec<u8> {
         .len()
         .max(h.strings(t::OLDFILENAMES).len());
     if nfiles > 0 {
-        // RPMFILE_STATE_NORMAL for every file.
-        extra.push((t::FILESTATES, ty::CHAR, nfiles as u32, vec![0; nfiles]));
+        let mut states = states.to_vec();
+        states.resize(nfiles, STATE_NORMAL);
+        extra.push((t::FILESTATES, ty::CHAR, nfiles as u32, states));
     }
     if let Some(v) = sig.int(t::SIG_PAYLOADSIZE) {
         if !h.has(t::ARCHIVESIZE) {
@@ -107,8 +115,9 @@ fn keys(h: &Header, tag: u32) -> Vec<(String, u32)> {
         .collect()
 }
 
-/// Build rpmdb.sqlite for `packages` (in install order) and return its bytes.
-pub fn build(packages: &[&RpmFile], install_time: i64) -> Result<Vec<u8>> {
+/// Build rpmdb.sqlite for `packages` (in install order, each with its files' states) and
+/// return its bytes.
+pub fn build(packages: &[(&RpmFile, Vec<u8>)], install_time: i64) -> Result<Vec<u8>> {
     let install_time = install_time.clamp(0, u32::MAX as i64) as u32;
     let db = Connection::open_in_memory().context("creating the rpm database")?;
     let mut sql = String::from(
@@ -140,9 +149,9 @@ pub fn build(packages: &[&RpmFile], install_time: i64) -> Result<Vec<u8>> {
     db.execute_batch(&sql)
         .context("creating the rpm database")?;
     let tx = db.unchecked_transaction()?;
-    for (n, rpm) in packages.iter().enumerate() {
+    for (n, (rpm, states)) in packages.iter().enumerate() {
         let hnum = n as i64 + 1;
-        let blob = installed_header(rpm, install_time);
+        let blob = installed_header(rpm, states, install_time);
         tx.execute(
             "INSERT INTO Packages (hnum, blob) VALUES (?1, ?2)",
             rusqlite::params![hnum, blob],
