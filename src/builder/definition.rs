@@ -78,6 +78,7 @@ pub const PLACEHOLDERS: &[&str] = &[
     "{packages...}",
     "{keys}",
     "{variant}",
+    "{path_filter}",
 ];
 
 /// Words that would switch off a repository's signature or package checks.
@@ -110,6 +111,9 @@ pub struct RunValues {
     pub components: Vec<String>,
     pub packages: Vec<String>,
     pub variant: String,
+    /// The guest's path filters as dpkg configuration lines (`path-exclude=GLOB`): an
+    /// argument holding `{path_filter}` is repeated once per rule (dropped without rules).
+    pub path_filters: Vec<String>,
 }
 
 impl BuilderDef {
@@ -172,6 +176,10 @@ impl BuilderDef {
                 for a in argv {
                     if a == "{packages...}" {
                         out.extend(v.packages.iter().cloned());
+                    } else if a.contains("{path_filter}") {
+                        for r in &v.path_filters {
+                            out.push(fill(&a.replace("{path_filter}", r), v));
+                        }
                     } else if a.contains("{component}") {
                         for c in &v.components {
                             out.push(fill(&a.replace("{component}", c), v));
@@ -267,7 +275,7 @@ mod tests {
     fn def() -> BuilderDef {
         toml::from_str(
             r#"
-run = [["mkdir", "-p", "/r"], ["tool", "--arch={arch}", "--repo={mirror}/{component}", "{packages...}", "--keys={keys}", "--v={variant}", "it's"]]
+run = [["mkdir", "-p", "/r"], ["tool", "--arch={arch}", "--repo={mirror}/{component}", "{packages...}", "--keys={keys}", "--v={variant}", "--dpkgopt={path_filter}", "it's"]]
 variant = { systemd = "required" }
 [image]
 base = "debian:trixie-slim"
@@ -287,6 +295,7 @@ bootstrap = { distro = "debian", version = "trixie", packages = ["mmdebstrap"] }
             components: vec!["main".into(), "contrib".into()],
             packages: vec!["a".into(), "b".into()],
             variant: "required".into(),
+            path_filters: vec!["path-exclude=/usr/share/man/*".into()],
         }
     }
 
@@ -306,8 +315,19 @@ bootstrap = { distro = "debian", version = "trixie", packages = ["mmdebstrap"] }
                 "b",
                 "--keys=/osbuilder/keys",
                 "--v=required",
+                "--dpkgopt=path-exclude=/usr/share/man/*",
                 "it's"
             ]
+        );
+        // Without rules the argument goes.
+        let bare = RunValues {
+            path_filters: Vec::new(),
+            ..values()
+        };
+        assert!(
+            !d.commands(&bare)[1]
+                .iter()
+                .any(|a| a.starts_with("--dpkgopt"))
         );
         let s = d.script(&values());
         assert!(s.starts_with("set -e\nmkdir -p /r >&2\ntool "), "{s}");

@@ -170,6 +170,7 @@ fn run_values(
         },
         packages: crate::rootfs::requested_packages(target, opts)?,
         variant: def.variant.get(&target.init).cloned().unwrap_or_default(),
+        path_filters: crate::rootfs::path_filter(target, opts)?.lines(),
     })
 }
 
