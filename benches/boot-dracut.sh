@@ -14,15 +14,9 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 work=$PWD/benches/work/dracut
 rm -rf "$work" && mkdir -p "$work"
-if [ -n "${OSBUILDER:-}" ]; then
-    bin=$(realpath "$OSBUILDER")
-else
-    cargo build --release --quiet
-    bin=$PWD/target/release/osbuilder
-fi
+bin=$(osbuilder_bin)
 export SOURCE_DATE_EPOCH=1700000000
-[ -x benches/work/kernel/vmlinuz ] || "$bin" kernel fetch -o benches/work/kernel --mirror "$(debian_mirror)"
-kernel=$PWD/benches/work/kernel/vmlinuz
+kernel=$(bench_kernel "$bin")
 cache=$work/cache
 
 "$bin" initrd --method dracut --agent-init -o "$work/agent-init.img" 2>/dev/null

@@ -15,17 +15,11 @@ cd "$(dirname "$0")/.."
 runs=${1:-3}
 work=$PWD/benches/work/boot
 rm -rf "$work" && mkdir -p "$work"
-if [ -n "${OSBUILDER:-}" ]; then
-    bin=$(realpath "$OSBUILDER")
-else
-    cargo build --release --quiet
-    bin=$PWD/target/release/osbuilder
-fi
+bin=$(osbuilder_bin)
 export SOURCE_DATE_EPOCH=1700000000
 mirror=$(debian_mirror)
 [ -n "$mirror" ] || { echo "no Debian mirror in the APT sources; set OSBUILDER_MIRROR" >&2; exit 1; }
-[ -x benches/work/kernel/vmlinuz ] || "$bin" kernel fetch -o benches/work/kernel --mirror "$mirror" >&2
-kernel=$PWD/benches/work/kernel/vmlinuz
+kernel=$(bench_kernel "$bin")
 q() { "$@" >/dev/null 2>&1 || { echo "failed: $*" >&2; exit 1; }; }
 
 # The bare-kernel limit: an empty tree provisioned with the agent as /sbin/init.

@@ -47,3 +47,22 @@ kata_tree() {
         trixie "$dest" "$mirror" >&2
     touch "$dest/.complete"
 }
+
+# The osbuilder to measure: $OSBUILDER, else a release build of this checkout. Boot times
+# are QEMU's, whichever build starts it, so a debug build does for those.
+osbuilder_bin() {
+    if [ -n "${OSBUILDER:-}" ]; then
+        realpath "$OSBUILDER"
+    else
+        cargo build --release --quiet >&2
+        echo "$PWD/target/release/osbuilder"
+    fi
+}
+
+# Debian's cloud kernel for the boot benchmarks (`osbuilder kernel fetch`, once).
+bench_kernel() {
+    local bin=$1
+    [ -x benches/work/kernel/vmlinuz ] \
+        || "$bin" kernel fetch -o benches/work/kernel --mirror "$(debian_mirror)" >&2
+    echo "$PWD/benches/work/kernel/vmlinuz"
+}

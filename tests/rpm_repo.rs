@@ -405,6 +405,17 @@ fn rpm_qa(root: &Path) -> Vec<String> {
     v
 }
 
+/// `rpm -q --qf FORMAT PKG` against the rootfs's database.
+fn rpm_query(root: &Path, format: &str, pkg: &str) -> String {
+    let o = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args(["--dbpath", "/var/lib/rpm", "-q", "--qf", format, pkg])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// `rpm -Va` in the rootfs: rpm checks every installed file against its database (digest,
 /// size, mode, link target, device, time) and every package's dependencies. Owners are
 /// compared only with `owners` and as root (a rootless build keeps them in the `.mtree`),
@@ -637,42 +648,14 @@ fn azurelinux_resolves_kata_packages_and_installs_signed_packages() {
     // The distro's path filters left the docs out; rpm knows them as "not installed" (as
     // with --excludedocs), so -V above passed them over.
     assert!(!out.join("usr/share/doc/bash/README").exists());
-    let states = Command::new("rpm")
-        .arg("--root")
-        .arg(&out)
-        .args([
-            "--dbpath",
-            "/var/lib/rpm",
-            "-q",
-            "--qf",
-            "[%{FILESTATES:fstate} %{FILENAMES}\n]",
-            "bash",
-        ])
-        .output()
-        .unwrap();
-    let states = String::from_utf8_lossy(&states.stdout);
+    let states = rpm_query(&out, "[%{FILESTATES:fstate} %{FILENAMES}\n]", "bash");
     assert!(
         states.contains("not installed /usr/share/doc/bash/README"),
         "{states}"
     );
     assert!(states.contains("normal /usr/bin/bash"), "{states}");
-    let sigs = Command::new("rpm")
-        .arg("--root")
-        .arg(&out)
-        .args([
-            "--dbpath",
-            "/var/lib/rpm",
-            "-q",
-            "--qf",
-            "%{RSAHEADER:pgpsig}\n",
-            "systemd",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&sigs.stdout).contains("RSA/SHA"),
-        "{sigs:?}"
-    );
+    let sigs = rpm_query(&out, "%{RSAHEADER:pgpsig}\n", "systemd");
+    assert!(sigs.contains("RSA/SHA"), "{sigs:?}");
     let yaml = std::fs::read_to_string(tmp.path().join("rootfs.packages.json")).unwrap();
     assert!(
         yaml.contains("\"format\": \"rpm\"") && !yaml.contains("unsigned"),

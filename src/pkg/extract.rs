@@ -137,6 +137,18 @@ fn archive_components(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
+/// What a tar entry makes in the rootfs (a hard link is a file).
+pub fn entry_kind(et: tar::EntryType) -> MType {
+    match et {
+        tar::EntryType::Directory => MType::Dir,
+        tar::EntryType::Symlink => MType::Link,
+        tar::EntryType::Char => MType::Char,
+        tar::EntryType::Block => MType::Block,
+        tar::EntryType::Fifo => MType::Fifo,
+        _ => MType::File,
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum FileType {
     Dir,
@@ -753,14 +765,7 @@ impl Extractor {
         if !comps.is_empty()
             && !matches!(et, tar::EntryType::XGlobalHeader | tar::EntryType::XHeader)
         {
-            let kind = match et {
-                tar::EntryType::Directory => MType::Dir,
-                tar::EntryType::Symlink => MType::Link,
-                tar::EntryType::Char => MType::Char,
-                tar::EntryType::Block => MType::Block,
-                tar::EntryType::Fifo => MType::Fifo,
-                _ => MType::File,
-            };
+            let kind = entry_kind(et);
             let left_out = if et == tar::EntryType::Link {
                 let target = entry
                     .link_name_bytes()

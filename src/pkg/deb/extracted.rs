@@ -14,7 +14,6 @@ use super::dpkgdb::{InstalledDeb, write_database};
 use crate::arch::Arch;
 use crate::pkg::extract::{ExtractOptions, Extractor, Installed};
 use crate::tree::Mtree;
-use crate::tree::mtree::MType;
 
 /// What a package's data archive lists, without extracting it.
 fn listing(data_tar: &[u8], origin: &str) -> Result<Vec<Installed>> {
@@ -33,14 +32,7 @@ fn listing(data_tar: &[u8], origin: &str) -> Result<Vec<Installed>> {
         if comps.is_empty() {
             continue;
         }
-        let kind = match e.header().entry_type() {
-            tar::EntryType::Directory => MType::Dir,
-            tar::EntryType::Symlink => MType::Link,
-            tar::EntryType::Char => MType::Char,
-            tar::EntryType::Block => MType::Block,
-            tar::EntryType::Fifo => MType::Fifo,
-            _ => MType::File,
-        };
+        let kind = crate::pkg::extract::entry_kind(e.header().entry_type());
         let joined = comps.join(&b'/');
         out.push(Installed {
             path: [b"/".as_slice(), &joined].concat(),
