@@ -47,7 +47,7 @@ ready() {
     "$bin" boot --kernel "$kernel" --poweroff --timeout 600 "$@" 2>/dev/null \
         | awk '/^ready after/ {print $3}'
 }
-mib() { echo "scale=1; $(stat -c %s "$1") / 1048576" | bc -l; }
+mib() { printf '%.1f' "$(echo "$(stat -c %s "$1") / 1048576" | bc -l)"; }
 unpacked() { echo "scale=0; $(du -s --apparent-size -B1 "$1" | cut -f1) / 1048576" | bc -l; }
 
 declare -a rows=(
@@ -66,7 +66,7 @@ declare -a rows=(
 )
 echo
 echo "x86_64 q35 under TCG, Debian's cloud kernel, Debian trixie guests; median of $runs runs, each"
-echo "row's runs interleaved with the bare-agent initrd's; $(nproc) cores; load average $(cut -d' ' -f1 /proc/loadavg) at the end."
+echo "row's runs interleaved with the bare-agent initrd's; $(nproc) cores; load average $(cut -d' ' -f1 /proc/loadavg) at the start."
 echo "Unpacked sizes: agent-init $(unpacked "$work/agent") MiB, --keep-docs $(unpacked "$work/agent-docs") MiB, minimal $(unpacked "$work/minimal") MiB."
 echo
 echo "| guest | size (MiB) | time to ready, median (s) | range (s) | bare agent, median (s) | ratio |"
@@ -89,3 +89,5 @@ for row in "${rows[@]}"; do
     m=$(median "${times[@]}") mb=$(median "${bare[@]}")
     echo "| $label | $(mib "$file") | $m | $(echo "$sorted" | head -n1)–$(echo "$sorted" | tail -n1) | $mb | $(printf '%.2f' "$(echo "$m / $mb" | bc -l)") |"
 done
+echo
+echo "Load average at the end: $(cut -d' ' -f1-3 /proc/loadavg) (a busy machine slows TCG; compare ratios)."
