@@ -744,6 +744,20 @@ fn rpm_repos() -> &'static RpmRepos {
         );
         rpmrepo::rpmsign(&key, &built);
         rpmrepo::createrepo(&azure, Some(&key), "gz");
+        // Metadata signed by the trusted key, packages by another: only dnf (rpm) in the
+        // container can tell, since the host reads the metadata and downloads no package.
+        let forged = www.join("forged/azurelinux/3.0/prod/base/x86_64");
+        std::fs::create_dir_all(forged.join("Packages")).unwrap();
+        let other = rpmrepo::gpg_key(dir.path(), "osbuilder-container-other");
+        let built = rpmrepo::rpmbuild(
+            &dir.path().join("forged"),
+            &forged.join("Packages"),
+            &rpm_specs(),
+            "3.0",
+            "w19.zstdio",
+        );
+        rpmrepo::rpmsign(&other, &built);
+        rpmrepo::createrepo(&forged, Some(&key), "gz");
         RpmRepos {
             url: common::apkrepo::serve(&www),
             _dir: dir,
@@ -761,12 +775,20 @@ fn rpm_host_ready() -> bool {
 }
 
 fn rpm_rootfs(distro: &str, builder: &str, out: &Path) -> std::process::Command {
+    rpm_rootfs_from(
+        if distro == "clearlinux" {
+            "clear"
+        } else {
+            "azure"
+        },
+        distro,
+        builder,
+        out,
+    )
+}
+
+fn rpm_rootfs_from(sub: &str, distro: &str, builder: &str, out: &Path) -> std::process::Command {
     let r = rpm_repos();
-    let sub = if distro == "clearlinux" {
-        "clear"
-    } else {
-        "azure"
-    };
     let mut c = osb();
     c.args(["rootfs", "--distro", distro, "--arch", "x86_64"])
         .args(["--systemd", "--no-agent", "--packages", "hello"])
@@ -843,6 +865,25 @@ fn azurelinux_native_and_podman_give_the_same_rootfs_with_signatures_checked() {
         !rec.contains("unsigned") && !rec.contains("not signed"),
         "{rec}"
     );
+}
+
+#[test]
+fn packages_signed_by_an_untrusted_key_fail_in_the_container_and_leave_nothing() {
+    if !rpm_host_ready() {
+        return;
+    }
+    let _one = one_build();
+    let d = open_tempdir();
+    let out = d.path().join("rootfs");
+    let (res, pid) = run_with_pid(&mut rpm_rootfs_from("forged", "azurelinux", "podman", &out));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("signed by") && err.contains("GPG check FAILED"),
+        "{err}"
+    );
+    assert_eq!(containers_of(pid), Vec::<String>::new());
+    only_in(d.path(), &[]);
 }
 
 #[test]
