@@ -26,7 +26,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-target}
 cargo build --release -q
 OSB=$CARGO_TARGET_DIR/release/osbuilder
 WORK=$(mktemp -d /var/tmp/osbuilder-bench-container.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+trap 'rm -rf "$WORK" "/run/osbuilder-bench-$$"' EXIT
 cat >"$WORK/storage.conf" <<EOF
 [storage]
 driver = "vfs"

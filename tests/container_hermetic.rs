@@ -647,3 +647,285 @@ fn alpine_builder_image_comes_from_the_verified_native_backend() {
     only_in(&out_dir, &[]);
     let _ = podman().args(["rmi", "-f", &image]).output();
 }
+
+// ---- rpm distros: dnf in a Debian builder -------------------------------------------
+
+use common::rpmrepo::{self, F, Spec};
+
+const CLEAR_VERSION: &str = "43000";
+
+/// A small rpm universe with a real shell (the host's static busybox, so rpm can run a
+/// %post in the chroot) and `hello`, whose %post writes /var/lib/hello/state.
+fn rpm_specs() -> Vec<Spec<'static>> {
+    vec![
+        Spec::new("filesystem", "x86_64")
+            .file(F::Dir("/usr"))
+            .file(F::Dir("/usr/bin"))
+            .file(F::Dir("/usr/sbin"))
+            .file(F::Dir("/usr/lib64"))
+            .file(F::Dir("/etc"))
+            .file(F::Dir("/var"))
+            .file(F::Dir("/var/lib"))
+            .file(F::Symlink("/bin", "usr/bin"))
+            .file(F::Symlink("/sbin", "usr/sbin"))
+            .file(F::Symlink("/lib64", "usr/lib64"))
+            .file(F::File(
+                "/etc/passwd",
+                b"root:x:0:0:root:/root:/bin/sh\n",
+                0o644,
+                "root",
+                "root",
+            ))
+            .file(F::File("/etc/group", b"root:x:0:\n", 0o644, "root", "root")),
+        Spec::new("busybox", "x86_64")
+            .dep("Requires: filesystem")
+            .dep("Provides: /bin/sh")
+            .file(F::Host("/usr/bin/busybox", "/bin/busybox"))
+            .file(F::Symlink("/usr/bin/sh", "busybox"))
+            .file(F::Symlink("/usr/bin/mkdir", "busybox")),
+        Spec {
+            scripts: vec![(
+                "post",
+                "/bin/sh",
+                "mkdir -p /var/lib/hello\necho configured > /var/lib/hello/state",
+            )],
+            ..Spec::new("hello", "x86_64")
+                .dep("Requires: filesystem")
+                .dep("Requires(post): /bin/sh")
+                .file(F::File(
+                    "/usr/bin/hello",
+                    b"#!/bin/sh\necho hello\n",
+                    0o755,
+                    "root",
+                    "root",
+                ))
+        },
+    ]
+}
+
+struct RpmRepos {
+    _dir: tempfile::TempDir,
+    url: String,
+    key: rpmrepo::Gpg,
+}
+
+/// Clear Linux's layout (unsigned, as Clear publishes) and Azure Linux's (packages and
+/// repomd.xml signed with a test key), built once per test binary and served on 127.0.0.1.
+fn rpm_repos() -> &'static RpmRepos {
+    static R: OnceLock<RpmRepos> = OnceLock::new();
+    R.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let www = dir.path().join("www");
+        let key = rpmrepo::gpg_key(dir.path(), "osbuilder-container-rpm");
+        let clear = www.join(format!("clear/releases/{CLEAR_VERSION}/clear/x86_64/os"));
+        std::fs::create_dir_all(clear.join("Packages")).unwrap();
+        rpmrepo::rpmbuild(
+            &dir.path().join("clear"),
+            &clear.join("Packages"),
+            &rpm_specs(),
+            "1.0",
+            "w6.gzdio",
+        );
+        rpmrepo::createrepo(&clear, None, "xz");
+        std::fs::write(www.join("clear/latest"), format!("{CLEAR_VERSION}\n")).unwrap();
+        let azure = www.join("azure/azurelinux/3.0/prod/base/x86_64");
+        std::fs::create_dir_all(azure.join("Packages")).unwrap();
+        let built = rpmrepo::rpmbuild(
+            &dir.path().join("azure"),
+            &azure.join("Packages"),
+            &rpm_specs(),
+            "3.0",
+            "w19.zstdio",
+        );
+        rpmrepo::rpmsign(&key, &built);
+        rpmrepo::createrepo(&azure, Some(&key), "gz");
+        // Metadata signed by the trusted key, packages by another: only dnf (rpm) in the
+        // container can tell, since the host reads the metadata and downloads no package.
+        let forged = www.join("forged/azurelinux/3.0/prod/base/x86_64");
+        std::fs::create_dir_all(forged.join("Packages")).unwrap();
+        let other = rpmrepo::gpg_key(dir.path(), "osbuilder-container-other");
+        let built = rpmrepo::rpmbuild(
+            &dir.path().join("forged"),
+            &forged.join("Packages"),
+            &rpm_specs(),
+            "3.0",
+            "w19.zstdio",
+        );
+        rpmrepo::rpmsign(&other, &built);
+        rpmrepo::createrepo(&forged, Some(&key), "gz");
+        RpmRepos {
+            url: common::apkrepo::serve(&www),
+            _dir: dir,
+            key,
+        }
+    })
+}
+
+fn rpm_host_ready() -> bool {
+    can_run_podman()
+        && needs::tools(rpmrepo::TOOLS)
+        && needs::tools(&[("busybox", "busybox-static")])
+        && std::env::consts::ARCH == "x86_64"
+        && needs::mirror().is_some()
+}
+
+fn rpm_rootfs(distro: &str, builder: &str, out: &Path) -> std::process::Command {
+    rpm_rootfs_from(
+        if distro == "clearlinux" {
+            "clear"
+        } else {
+            "azure"
+        },
+        distro,
+        builder,
+        out,
+    )
+}
+
+fn rpm_rootfs_from(sub: &str, distro: &str, builder: &str, out: &Path) -> std::process::Command {
+    let r = rpm_repos();
+    let mut c = osb();
+    c.args(["rootfs", "--distro", distro, "--arch", "x86_64"])
+        .args(["--systemd", "--no-agent", "--packages", "hello"])
+        .args(["--builder", builder])
+        .arg("--mirror")
+        .arg(format!("{}/{sub}", r.url))
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .arg("-o")
+        .arg(out)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    if distro == "azurelinux" {
+        c.arg("--keyring").arg(&r.key.public);
+    }
+    c
+}
+
+/// The test's own difference, on top of the documented list (`RPM_OUTPUTS`).
+const HELLO_STATE: &[(&str, &[&str])] = &[(
+    "this test's own %post output",
+    &["var/lib/hello", "var/lib/hello/**"],
+)];
+
+/// Build natively and with podman, check parity; returns the container build's record
+/// (`.packages.json`).
+fn rpm_parity(distro: &str) -> String {
+    let _one = one_build();
+    let d = open_tempdir();
+    let (n, c) = (d.path().join("native"), d.path().join("container"));
+    ok_run(&mut rpm_rootfs(distro, "native", &n));
+    let log = ok_run(&mut rpm_rootfs(distro, "podman", &c));
+    eprintln!("{log}");
+    assert!(!log.contains("note: the builder installed"), "{log}");
+    // The %post ran in the container (and only there).
+    assert_eq!(
+        std::fs::read_to_string(c.join("var/lib/hello/state")).unwrap(),
+        "configured\n"
+    );
+    assert!(!n.join("var/lib/hello").exists());
+    let p = parity_by(rpm_list, RPM_OUTPUTS, &n, &c, HELLO_STATE);
+    eprintln!("{distro}: {}", p.summary());
+    assert_eq!(p.packages, 3, "{}", p.summary());
+    assert!(p.unexplained.is_empty(), "{}", p.summary());
+    let rec = std::fs::read_to_string(d.path().join("container.packages.json")).unwrap();
+    assert!(
+        rec.contains(&format!("\"distro\": \"{distro}\"")) && rec.contains("/Packages/hello-"),
+        "{rec}"
+    );
+    rec
+}
+
+#[test]
+fn clearlinux_native_and_podman_give_the_same_rootfs() {
+    if !rpm_host_ready() {
+        return;
+    }
+    let rec = rpm_parity("clearlinux");
+    // Clear publishes unsigned packages and metadata: dnf is told so by the distro's own
+    // declaration, and the record says so, as a native build's does.
+    assert!(
+        rec.contains("3 unsigned packages installed (Clear Linux OS publishes unsigned packages)")
+            && rec.contains("repository metadata not signed"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn azurelinux_native_and_podman_give_the_same_rootfs_with_signatures_checked() {
+    if !rpm_host_ready() {
+        return;
+    }
+    let rec = rpm_parity("azurelinux");
+    assert!(
+        !rec.contains("unsigned") && !rec.contains("not signed"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn packages_signed_by_an_untrusted_key_fail_in_the_container_and_leave_nothing() {
+    if !rpm_host_ready() {
+        return;
+    }
+    let _one = one_build();
+    let d = open_tempdir();
+    let out = d.path().join("rootfs");
+    let (res, pid) = run_with_pid(&mut rpm_rootfs_from("forged", "azurelinux", "podman", &out));
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("signed by") && err.contains("GPG check FAILED"),
+        "{err}"
+    );
+    assert_eq!(containers_of(pid), Vec::<String>::new());
+    only_in(d.path(), &[]);
+}
+
+#[test]
+fn rpm_builders_check_signatures_unless_the_distro_publishes_unsigned() {
+    // The dry run prints the container's script: no engine run, no image.
+    if !can_run_podman() || !needs::tools(rpmrepo::TOOLS) {
+        return;
+    }
+    let d = open_tempdir();
+    let script = |distro: &str| {
+        let mut c = osb();
+        c.args([
+            "rootfs",
+            "--distro",
+            distro,
+            "--arch",
+            "x86_64",
+            "--dry-run",
+        ])
+        .args(["--builder", "podman", "--mirror", "http://127.0.0.1:9/m"])
+        .arg("-o")
+        .arg(d.path().join("r"));
+        let out = c.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let azure = script("azurelinux");
+    for want in [
+        "--setopt=repo0.gpgcheck=1",
+        "--setopt=repo0.repo_gpgcheck=1",
+        // The metadata key is not handed to dnf: rpm-sequoia refuses its SHA-1 bindings.
+        "repo0.gpgkey=file:///osbuilder/keys/01-MICROSOFT-RPM-GPG-KEY.asc install",
+        "--repofrompath=repo0,http://127.0.0.1:9/m/azurelinux/3.0/prod/base/x86_64",
+        "--installroot=/tmp/rootfs",
+    ] {
+        assert!(azure.contains(want), "{want} missing:\n{azure}");
+    }
+    let clear = script("clearlinux");
+    assert!(
+        clear.contains("--setopt=repo0.gpgcheck=0") && clear.contains("repo_gpgcheck=0"),
+        "{clear}"
+    );
+    assert!(!clear.contains("nogpgcheck"), "{clear}");
+}

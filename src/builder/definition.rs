@@ -66,7 +66,12 @@ pub struct Bootstrap {
 }
 
 /// Placeholders a `run` argument may use. `{packages...}` and `{component}` expand to
-/// several arguments (one per package; the argument repeated per component).
+/// several arguments (one per package; the argument repeated per component); an argument
+/// with `{repo}` or `{repo_id}` is repeated per rpm-md repository (its base URL, and an id
+/// for dnf: `repo0`, `repo1`…). `{gpgcheck}` and `{repo_gpgcheck}` are `1` or `0` from the
+/// distro's `[rpm]` table (`0` only where the distro declares that it publishes unsigned
+/// packages or metadata, or for `--allow-unsigned`, as the native backend decides);
+/// `{gpgkeys}` lists the mounted key files as `file://` URLs, comma-separated.
 pub const PLACEHOLDERS: &[&str] = &[
     "{arch}",
     "{suite}",
@@ -79,6 +84,11 @@ pub const PLACEHOLDERS: &[&str] = &[
     "{keys}",
     "{variant}",
     "{path_filter}",
+    "{repo}",
+    "{repo_id}",
+    "{gpgcheck}",
+    "{repo_gpgcheck}",
+    "{gpgkeys}",
 ];
 
 /// Words that would switch off a repository's signature or package checks.
@@ -114,6 +124,14 @@ pub struct RunValues {
     /// The guest's path filters as dpkg configuration lines (`path-exclude=GLOB`): an
     /// argument holding `{path_filter}` is repeated once per rule (dropped without rules).
     pub path_filters: Vec<String>,
+    /// rpm-md repository base URLs (rpm distros; empty otherwise).
+    pub repos: Vec<String>,
+    /// `1`: packages must carry a valid signature; `0`: the distro publishes them unsigned.
+    pub gpgcheck: bool,
+    /// `1`: repomd.xml must carry a valid detached signature.
+    pub repo_gpgcheck: bool,
+    /// The key files in the keys folder (names only).
+    pub key_files: Vec<String>,
 }
 
 impl BuilderDef {
@@ -180,6 +198,13 @@ impl BuilderDef {
                         for r in &v.path_filters {
                             out.push(fill(&a.replace("{path_filter}", r), v));
                         }
+                    } else if a.contains("{repo}") || a.contains("{repo_id}") {
+                        for (i, r) in v.repos.iter().enumerate() {
+                            let one = a
+                                .replace("{repo_id}", &format!("repo{i}"))
+                                .replace("{repo}", r);
+                            out.push(fill(&one, v));
+                        }
                     } else if a.contains("{component}") {
                         for c in &v.components {
                             out.push(fill(&a.replace("{component}", c), v));
@@ -219,6 +244,16 @@ fn fill(a: &str, v: &RunValues) -> String {
         .replace("{packages}", &v.packages.join(","))
         .replace("{keys}", KEYS_MOUNT)
         .replace("{variant}", &v.variant)
+        .replace("{gpgcheck}", if v.gpgcheck { "1" } else { "0" })
+        .replace("{repo_gpgcheck}", if v.repo_gpgcheck { "1" } else { "0" })
+        .replace(
+            "{gpgkeys}",
+            &v.key_files
+                .iter()
+                .map(|k| format!("file://{KEYS_MOUNT}/{k}"))
+                .collect::<Vec<_>>()
+                .join(","),
+        )
 }
 
 /// Quote one word for POSIX sh (single quotes; an embedded quote closes, escapes, reopens).
@@ -296,6 +331,10 @@ bootstrap = { distro = "debian", version = "trixie", packages = ["mmdebstrap"] }
             packages: vec!["a".into(), "b".into()],
             variant: "required".into(),
             path_filters: vec!["path-exclude=/usr/share/man/*".into()],
+            repos: Vec::new(),
+            gpgcheck: true,
+            repo_gpgcheck: true,
+            key_files: Vec::new(),
         }
     }
 
@@ -352,6 +391,42 @@ bootstrap = { distro = "debian", version = "trixie", packages = ["mmdebstrap"] }
         d.run[0].push("{sutie}".into());
         let e = d.validate("x").unwrap_err().to_string();
         assert!(e.contains("{sutie}"), "{e}");
+    }
+
+    #[test]
+    fn rpm_repositories_and_signature_checks_expand() {
+        let mut d = def();
+        d.run = vec![vec![
+            "dnf".into(),
+            "--repofrompath={repo_id},{repo}".into(),
+            "--setopt={repo_id}.gpgcheck={gpgcheck}".into(),
+            "--setopt={repo_id}.repo_gpgcheck={repo_gpgcheck}".into(),
+            "--setopt={repo_id}.gpgkey={gpgkeys}".into(),
+            "--releasever={release}".into(),
+        ]];
+        d.validate("azurelinux").unwrap();
+        let mut v = values();
+        v.repos = vec!["http://m/a".into(), "http://m/b".into()];
+        v.key_files = vec!["01-k.asc".into(), "02-l.asc".into()];
+        v.repo_gpgcheck = false;
+        assert_eq!(
+            d.commands(&v)[0],
+            vec![
+                "dnf",
+                "--repofrompath=repo0,http://m/a",
+                "--repofrompath=repo1,http://m/b",
+                "--setopt=repo0.gpgcheck=1",
+                "--setopt=repo1.gpgcheck=1",
+                "--setopt=repo0.repo_gpgcheck=0",
+                "--setopt=repo1.repo_gpgcheck=0",
+                "--setopt=repo0.gpgkey=file:///osbuilder/keys/01-k.asc,file:///osbuilder/keys/02-l.asc",
+                "--setopt=repo1.gpgkey=file:///osbuilder/keys/01-k.asc,file:///osbuilder/keys/02-l.asc",
+                "--releasever=trixie",
+            ]
+        );
+        // A literal switch-off is still refused: only the distro's own declaration decides.
+        d.run[0].push("--setopt=repo0.gpgcheck=0".into());
+        assert!(d.validate("azurelinux").is_err());
     }
 
     #[test]

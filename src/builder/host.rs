@@ -168,7 +168,11 @@ pub fn installed(root: &Path, format: PackageFormat) -> Result<Vec<Nva>> {
     let (db, what) = match format {
         PackageFormat::Deb => ("var/lib/dpkg/status", "dpkg status"),
         PackageFormat::Apk => ("lib/apk/db/installed", "apk database"),
-        PackageFormat::Rpm => unreachable!("refused in plan()"),
+        PackageFormat::Rpm => {
+            let mut out = crate::pkg::rpm::rpmdb::installed(root)?;
+            out.sort();
+            return Ok(out);
+        }
     };
     let path = root.join(db);
     let text = std::fs::read_to_string(&path).with_context(|| {

@@ -142,7 +142,9 @@ fn check_arch(arch: Arch, builder: Builder) -> Result<()> {
     Ok(())
 }
 
-/// The values the `run` template is filled in with.
+/// The values the `run` template is filled in with. For rpm distros the repositories are
+/// the templates of `[rpm] repos` with the requested version until the host has read the
+/// repository ([`with_repos`] then puts in the verified bases and the resolved release).
 fn run_values(
     target: &Target<'_>,
     opts: &Options,
@@ -156,8 +158,23 @@ fn run_values(
             target.arch.alpine().to_string(),
             crate::pkg::apk::install::release_dir(&suite)?,
         ),
-        _ => (target.arch.debian().to_string(), suite.clone()),
+        PackageFormat::Rpm => (target.arch.rpm().to_string(), suite.clone()),
+        PackageFormat::Deb => (target.arch.debian().to_string(), suite.clone()),
     };
+    let rpm = d.rpm.as_ref();
+    let repos = rpm
+        .map(|c| {
+            c.repos
+                .iter()
+                .map(|t| {
+                    crate::pkg::fetch::join_url(
+                        mirror,
+                        &t.replace("{version}", &suite).replace("{arch}", &arch),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     Ok(RunValues {
         arch,
         suite,
@@ -171,7 +188,59 @@ fn run_values(
         packages: crate::rootfs::requested_packages(target, opts)?,
         variant: def.variant.get(&target.init).cloned().unwrap_or_default(),
         path_filters: crate::rootfs::path_filter(target, opts)?.lines(),
+        repos,
+        // The native backend's decision (see pkg::rpm::backend): signatures are checked
+        // unless the distro declares its packages unsigned or the user allowed unsigned ones.
+        gpgcheck: rpm.is_none_or(|c| !(c.unsigned_packages || opts.allow_unsigned)),
+        repo_gpgcheck: rpm.is_none_or(|c| c.repo_gpgcheck),
+        // dnf hands every gpgkey to rpm, and Debian's rpm (rpm-sequoia) refuses a key with
+        // only SHA-1 binding signatures, as Azure Linux's metadata key is: dnf gets the
+        // package keys and the user's (docs/container.md).
+        key_files: key_files(d, opts)?
+            .into_iter()
+            .filter(|k| k.2)
+            .map(|k| k.0)
+            .collect(),
     })
+}
+
+/// An rpm distro's values once the host has verified its repositories: the bases it read
+/// (Clear Linux's `latest` resolved to a release number).
+fn with_repos(mut v: RunValues, plan: &host::HostPlan) -> RunValues {
+    if plan.format == PackageFormat::Rpm {
+        v.suite = plan.release.clone();
+        v.release = plan.release.clone();
+        v.repos = plan.mirrors.clone();
+    }
+    v
+}
+
+/// What a container build that skipped signature checks records in osbuilder.yaml, worded
+/// as the native rpm backend words it.
+fn trust_notes(d: &Distro, v: &RunValues, installed: &[host::Nva]) -> Vec<String> {
+    let mut notes = Vec::new();
+    let Some(cfg) = d.rpm.as_ref() else {
+        return notes;
+    };
+    if !v.gpgcheck {
+        let why = if cfg.unsigned_packages {
+            format!("{} publishes unsigned packages", d.pretty_name)
+        } else {
+            "--allow-unsigned".to_string()
+        };
+        let names: Vec<&str> = installed.iter().map(|p| p.0.as_str()).collect();
+        notes.push(format!(
+            "{} unsigned packages installed ({why}): {}",
+            names.len(),
+            names.join(" ")
+        ));
+    }
+    if !v.repo_gpgcheck {
+        for r in &v.repos {
+            notes.push(format!("repository metadata not signed: {r}"));
+        }
+    }
+    notes
 }
 
 /// Where the builder's own packages come from when its image is bootstrapped implicitly:
@@ -218,11 +287,13 @@ pub fn build(
     )
     .map_err(|e| crate::error::refused(format!("{e:#}")))?;
     let values = run_values(target, opts, &def, &mirror.url)?;
-    let script = def.script(&values);
+    // The installer, as errors name it: the first command that is not shell plumbing.
     let tool = def
         .run
-        .last()
-        .and_then(|c| c.first())
+        .iter()
+        .filter_map(|c| c.first())
+        .find(|p| !["mkdir", "sh", "rm", "tar", "chmod", "cp"].contains(&p.as_str()))
+        .or_else(|| def.run.last().and_then(|c| c.first()))
         .cloned()
         .unwrap_or_default();
     let host_arch = Arch::host().context("this host's architecture is not one osbuilder knows")?;
@@ -232,7 +303,7 @@ pub fn build(
             def.image.reference(host_arch),
             engine.kind.binary()
         );
-        print!("{script}");
+        print!("{}", def.script(&values));
         return Ok(());
     }
     eprintln!(
@@ -257,6 +328,8 @@ pub fn build(
         eprintln!("osbuilder: builder image {} (reused)", image.reference);
     }
     let plan = host::plan(target, opts, &values.packages)?;
+    let values = with_repos(values, &plan);
+    let script = def.script(&values);
     let keys = KeysDir::write(d, opts, staged.dest())?;
     // The guest's path filters apply to the tree the container hands back, as natively
     // to each package: both give the same guest, whatever the distro's tool can filter.
@@ -304,9 +377,10 @@ pub fn build(
         arch: values.arch.clone(),
         init: target.init.to_string(),
         format: Some(plan.format),
-        // Trust notes record packages installed without a signature; here the distro's tool
-        // verified every one against the keys in distros/ (and the host the index).
-        trust: Vec::new(),
+        // Trust notes record packages installed without a signature: the distro's tool
+        // verified every one against the keys in distros/ (and the host the index), except
+        // where the distro publishes them unsigned (Clear Linux), as natively.
+        trust: trust_notes(d, &values, &installed),
         mirrors: plan.mirrors.clone(),
         packages: plan.record(&installed),
         excluded: (!excluded.rules.is_empty()).then_some(excluded.clone()),
@@ -329,9 +403,55 @@ pub fn build(
     Ok(())
 }
 
+/// The key files of a deb or rpm build, as (file name, contents): the distro's keyrings
+/// (deb) or package and metadata keys (rpm) from distros/, then the user's --keyring files,
+/// numbered in that order, each marked whether it verifies packages (not only rpm-md
+/// metadata). apt reads a keyring folder's *.gpg (binary) and *.asc (armored) files only, so
+/// the extension follows the contents.
+fn key_files(d: &Distro, opts: &Options) -> Result<Vec<(String, Vec<u8>, bool)>> {
+    let mut out: Vec<(String, Vec<u8>, bool)> = Vec::new();
+    let mut add = |data: Vec<u8>, from: &str, packages: bool| {
+        let ext = if data.starts_with(b"-----BEGIN PGP") {
+            "asc"
+        } else {
+            "gpg"
+        };
+        let stem = Path::new(from)
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        out.push((format!("{:02}-{stem}.{ext}", out.len() + 1), data, packages));
+    };
+    match d.package_format {
+        PackageFormat::Apk => return Ok(Vec::new()),
+        PackageFormat::Deb => {
+            for k in &d.keyrings {
+                add(d.file(k).unwrap_or_default().to_vec(), k, true);
+            }
+        }
+        PackageFormat::Rpm => {
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some(c) = &d.rpm {
+                for k in c.package_keys.iter().chain(&c.metadata_keys) {
+                    if seen.insert(k) {
+                        let packages = c.package_keys.contains(k);
+                        add(d.file(k).unwrap_or_default().to_vec(), k, packages);
+                    }
+                }
+            }
+        }
+    }
+    for k in &opts.keyrings {
+        let data = std::fs::read(k)
+            .with_context(|| format!("reading keyring {}", crate::show::path(k)))?;
+        add(data, &k.display().to_string(), true);
+    }
+    Ok(out)
+}
+
 /// The keys the container's installer verifies against, in a folder beside the output
-/// (mounted read-only): the distro's keyrings or apk keys from distros/, plus the user's
-/// --keyring / --keys-dir. Removed when dropped.
+/// (mounted read-only): the distro's keyrings, rpm keys or apk keys from distros/, plus the
+/// user's --keyring / --keys-dir. Removed when dropped.
 struct KeysDir(PathBuf);
 
 impl KeysDir {
@@ -346,51 +466,26 @@ impl KeysDir {
             .with_context(|| format!("creating {}", crate::show::path(&dir)))?;
         crate::output::track(&dir);
         let guard = KeysDir(dir.clone());
-        let mut n = 0;
-        // apt reads a keyring folder's *.gpg (binary) and *.asc (armored) files only.
-        let mut add_keyring = |data: &[u8], from: &str| -> Result<()> {
-            n += 1;
-            let ext = if data.starts_with(b"-----BEGIN PGP") {
-                "asc"
-            } else {
-                "gpg"
-            };
-            let stem = Path::new(from)
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            std::fs::write(dir.join(format!("{n:02}-{stem}.{ext}")), data)
-                .with_context(|| format!("writing key {from}"))
-        };
-        match d.package_format {
-            PackageFormat::Apk => {
-                // apk matches a signature to the key file of the same name: names are kept.
-                if let Some(k) = &d.keys_dir {
-                    for (file, data) in d.files_under(k) {
-                        std::fs::write(dir.join(file), data)?;
-                    }
+        if d.package_format == PackageFormat::Apk {
+            // apk matches a signature to the key file of the same name: names are kept.
+            if let Some(k) = &d.keys_dir {
+                for (file, data) in d.files_under(k) {
+                    std::fs::write(dir.join(file), data)?;
                 }
-                for extra in &opts.keys_dirs {
-                    for e in std::fs::read_dir(extra).with_context(|| {
-                        format!("reading --keys-dir {}", crate::show::path(extra))
-                    })? {
-                        let p = e?.path();
-                        if p.to_string_lossy().ends_with(".rsa.pub") {
-                            std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()))?;
-                        }
+            }
+            for extra in &opts.keys_dirs {
+                for e in std::fs::read_dir(extra)
+                    .with_context(|| format!("reading --keys-dir {}", crate::show::path(extra)))?
+                {
+                    let p = e?.path();
+                    if p.to_string_lossy().ends_with(".rsa.pub") {
+                        std::fs::copy(&p, dir.join(p.file_name().unwrap_or_default()))?;
                     }
                 }
             }
-            _ => {
-                for k in &d.keyrings {
-                    add_keyring(d.file(k).unwrap_or_default(), k)?;
-                }
-                for k in &opts.keyrings {
-                    let data = std::fs::read(k)
-                        .with_context(|| format!("reading keyring {}", crate::show::path(k)))?;
-                    add_keyring(&data, &k.display().to_string())?;
-                }
-            }
+        }
+        for (file, data, _) in key_files(d, opts)? {
+            std::fs::write(dir.join(&file), data).with_context(|| format!("writing key {file}"))?;
         }
         Ok(guard)
     }

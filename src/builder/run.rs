@@ -92,9 +92,13 @@ pub fn run_into(spec: &RunSpec<'_>, ex: &mut Extractor) -> Result<usize> {
             }
         })
     };
-    let stdout = child.stdout.take().expect("piped");
-    let unpacked = ex.unpack(stdout, "the builder's tar stream");
-    if unpacked.is_err() {
+    let mut stdout = child.stdout.take().expect("piped");
+    let unpacked = ex.unpack(&mut stdout, "the builder's tar stream");
+    if unpacked.is_ok() {
+        // GNU tar pads the archive past its end marker (to a 10 KiB record): read the rest,
+        // or the engine fails writing it into a closed pipe.
+        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
+    } else {
         // Stop the installer now rather than let it write into a closed pipe.
         engine.remove_container(&name);
     }
@@ -107,6 +111,16 @@ pub fn run_into(spec: &RunSpec<'_>, ex: &mut Extractor) -> Result<usize> {
         let t = tail.lock().unwrap_or_else(|e| e.into_inner());
         t.iter().cloned().collect::<Vec<_>>().join("\n  ")
     };
+    // A stream the extractor refused stopped the container: that refusal is the cause.
+    if let Err(e) = unpacked {
+        return Err(e.context(format!(
+            "the {} builder container's archive (from {}) was refused; nothing was kept. Its \
+             last lines:\n  {}",
+            engine.kind.binary(),
+            spec.tool,
+            quoted()
+        )));
+    }
     if !status.success() {
         let code = status
             .code()
@@ -120,7 +134,7 @@ pub fn run_into(spec: &RunSpec<'_>, ex: &mut Extractor) -> Result<usize> {
             quoted()
         );
     }
-    let entries = unpacked?;
+    let entries = unpacked.expect("checked above");
     if entries.is_empty() {
         bail!(
             "the {} builder container succeeded but wrote no archive on stdout (does the last \

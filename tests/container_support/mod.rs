@@ -100,6 +100,13 @@ pub fn only_in(dir: &Path, allowed: &[&str]) {
 
 static IMAGE: Mutex<Option<String>> = Mutex::new(None);
 
+/// Held while a test runs podman builds: one at a time (two builder containers started
+/// together on 2 cores have made podman fail to start one, exit 126: a host limit).
+pub fn one_build() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: Mutex<()> = Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The Debian builder image, made once per test binary with `osbuilder builder-image` (the
 /// native bootstrap: no registry) and reused from the tests' storage afterwards. None (the
 /// skip recorded) when the Debian mirror cannot be reached.
@@ -261,6 +268,44 @@ pub const SCRIPT_OUTPUTS: &[(&str, &[&str])] = &[
     ),
 ];
 
+/// What dnf and rpm in the builder container leave that a native rpm build does not make (and
+/// the other way round), by class: what docs/container.md lists for rpm distros.
+pub const RPM_OUTPUTS: &[(&str, &[&str])] = &[
+    (
+        "rpm's database as rpm writes it (its own row layout and indexes, the gpg-pubkey \
+         entry of each key dnf imported to verify packages, the WAL, shm and lock files)",
+        &["var/lib/rpm/**"],
+    ),
+    (
+        "dnf's state, logs and scratch folders (history database, dnf.log, dnf.rpm.log, \
+         dnf.librepo.log, hawkey.log, /etc/dnf/modules.d, /var/cache, /var/tmp)",
+        &[
+            "var/lib/dnf",
+            "var/lib/dnf/**",
+            "var/log",
+            "var/log/dnf*.log",
+            "var/log/hawkey.log",
+            "etc/dnf",
+            "etc/dnf/**",
+            "var/cache",
+            "var/tmp",
+        ],
+    ),
+    (
+        "the device nodes the native backend makes for a guest (/dev/console, /dev/null: an \
+         initrd needs them; in the container the engine provides /dev and rpm makes none)",
+        &["dev", "dev/**"],
+    ),
+    (
+        "osbuilder.yaml and the SBOM (whose namespace hashes osbuilder.yaml): a native build \
+         records the scriptlets it did not run (the container ran them all)",
+        &[
+            "var/lib/osbuilder/osbuilder.yaml",
+            "var/lib/osbuilder/sbom.spdx.json",
+        ],
+    ),
+];
+
 fn glob(pat: &[u8], s: &[u8]) -> bool {
     match (pat.first(), s.first()) {
         (None, None) => true,
@@ -278,7 +323,16 @@ fn glob(pat: &[u8], s: &[u8]) -> bool {
 
 /// The class of a differing path, if the documented list explains it.
 pub fn explained<'a>(path: &str, extra: &'a [(&'a str, &'a [&'a str])]) -> Option<&'a str> {
-    SCRIPT_OUTPUTS
+    explained_by(SCRIPT_OUTPUTS, path, extra)
+}
+
+/// The same with another documented list (`RPM_OUTPUTS`).
+pub fn explained_by<'a>(
+    classes: &'a [(&'a str, &'a [&'a str])],
+    path: &str,
+    extra: &'a [(&'a str, &'a [&'a str])],
+) -> Option<&'a str> {
+    classes
         .iter()
         .chain(extra.iter())
         .find(|(_, pats)| pats.iter().any(|p| glob(p.as_bytes(), path.as_bytes())))
@@ -359,7 +413,7 @@ pub struct Parity {
 impl Parity {
     pub fn summary(&self) -> String {
         let mut s = format!(
-            "parity: {} packages identical (dpkg-query); {} paths compared; {} differ, {} of \
+            "parity: {} packages identical (dpkg-query / rpm -qa); {} paths compared; {} differ, {} of \
              them unexplained\n",
             self.packages,
             self.paths,
@@ -386,14 +440,56 @@ impl Parity {
     }
 }
 
+/// `rpm -qa` of a rootfs (the host's rpm reading the rootfs's database): "name-evr.arch"
+/// lines, sorted, without the `gpg-pubkey` entries rpm adds for the keys it imported.
+pub fn rpm_list(root: &Path) -> Vec<String> {
+    let out = Command::new("rpm")
+        .arg("--root")
+        .arg(root)
+        .args([
+            "--dbpath",
+            "/var/lib/rpm",
+            "-qa",
+            "--qf",
+            "%{NAME}-%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}.%{ARCH}\n",
+        ])
+        .output()
+        .expect("rpm (Debian package rpm)");
+    assert!(
+        out.status.success(),
+        "rpm -qa failed on {}: {}",
+        root.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with("gpg-pubkey-"))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
 /// Compare a native and a container rootfs of the same request: the same packages and
 /// versions (dpkg-query on both, asserted), and file trees that agree apart from the
 /// documented maintainer-script outputs (plus `extra` classes for a test's own packages).
 pub fn parity(native: &Path, container: &Path, extra: &[(&str, &[&str])]) -> Parity {
-    let (pn, pc) = (dpkg_list(native), dpkg_list(container));
+    parity_by(dpkg_list, SCRIPT_OUTPUTS, native, container, extra)
+}
+
+/// [`parity`] with another package lister and documented list (`rpm_list` and
+/// `RPM_OUTPUTS` for rpm distros).
+pub fn parity_by(
+    list: fn(&Path) -> Vec<String>,
+    classes: &[(&str, &[&str])],
+    native: &Path,
+    container: &Path,
+    extra: &[(&str, &[&str])],
+) -> Parity {
+    let (pn, pc) = (list(native), list(container));
     assert_eq!(
         pn, pc,
-        "native and container rootfs list different packages (dpkg-query)"
+        "native and container rootfs list different packages"
     );
     let (tn, tc) = (tree(native), tree(container));
     let mut p = Parity {
@@ -413,7 +509,7 @@ pub fn parity(native: &Path, container: &Path, extra: &[(&str, &[&str])]) -> Par
             _ => "owner",
         };
         let shown = format!("/{path} ({what})");
-        match explained(path, extra) {
+        match explained_by(classes, path, extra) {
             Some(class) => p
                 .explained
                 .entry(class.to_string())

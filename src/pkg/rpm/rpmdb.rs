@@ -115,6 +115,49 @@ fn keys(h: &Header, tag: u32) -> Vec<(String, u32)> {
         .collect()
 }
 
+/// Where rpm keeps the database in a root (rpm ≥ 4.16, sqlite; Azure Linux and Clear
+/// Linux use /var/lib/rpm, and so does a Debian builder told `%_dbpath /var/lib/rpm`).
+pub const PATH: &str = "var/lib/rpm/rpmdb.sqlite";
+
+/// The packages an rpm database lists, as (name, [epoch:]version-release, arch): what
+/// `rpm -qa` shows, read from the database the builder container's rpm wrote. The
+/// `gpg-pubkey` entries rpm adds when it imports a signing key are keys, not packages:
+/// left out.
+pub fn installed(root: &std::path::Path) -> Result<Vec<(String, String, String)>> {
+    let path = root.join(PATH);
+    if !path.is_file() {
+        anyhow::bail!(
+            "the builder left no rpm database in the rootfs ({}): did its installer run, and \
+             with %_dbpath /var/lib/rpm?",
+            crate::show::path(&path)
+        );
+    }
+    let db = Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("opening {}", crate::show::path(&path)))?;
+    let mut stmt = db
+        .prepare("SELECT hnum, blob FROM Packages ORDER BY hnum")
+        .with_context(|| format!("reading {}", crate::show::path(&path)))?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?)))?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hnum, blob) = row?;
+        let mut raw = super::header::MAGIC.to_vec();
+        raw.extend_from_slice(&blob);
+        let h = Header::parse(raw, &format!("{} package {hnum}", crate::show::path(&path)))?;
+        let name = h.string(t::NAME).unwrap_or_default();
+        if name == "gpg-pubkey" {
+            continue;
+        }
+        let evr = super::version::Evr {
+            epoch: h.int(t::EPOCH),
+            version: h.string(t::VERSION).unwrap_or_default(),
+            release: h.string(t::RELEASE).unwrap_or_default(),
+        };
+        out.push((name, evr.to_string(), h.string(t::ARCH).unwrap_or_default()));
+    }
+    Ok(out)
+}
+
 /// Build rpmdb.sqlite for `packages` (in install order, each with its files' states) and
 /// return its bytes.
 pub fn build(packages: &[(&RpmFile, Vec<u8>)], install_time: i64) -> Result<Vec<u8>> {
