@@ -156,6 +156,13 @@ fn clear_specs() -> Vec<Spec<'static>> {
             ))
             .file(F::Config("/etc/udev/shim.conf", b"# shim\n"))
             .file(F::Ghost("/var/log/shim.log")),
+        // Only when asked for: file capabilities and a <lua> scriptlet.
+        Spec {
+            scripts: vec![("post", "<lua>", "print('ping ready')")],
+            ..Spec::new("iputils-ping", "x86_64")
+                .dep("Requires: filesystem")
+                .file(F::Caps("/usr/bin/ping", b"ping", "cap_net_raw=ep"))
+        },
         // Never installed: a package the resolver must not pick for `toybox`.
         Spec::new("toybox", "x86_64").file(F::File(
             "/usr/bin/toybox",
@@ -419,12 +426,16 @@ fn rpm_query(root: &Path, format: &str, pkg: &str) -> String {
 /// `rpm -Va` in the rootfs: rpm checks every installed file against its database (digest,
 /// size, mode, link target, device, time) and every package's dependencies. Owners are
 /// compared only with `owners` and as root (a rootless build keeps them in the `.mtree`),
-/// file capabilities not at all (kept in the database, not applied as xattrs: docs/rpm.md).
+/// file capabilities only as root (a rootless build keeps them in the `.mtree` too; the
+/// test of `%caps` checks that with debugfs).
 fn rpm_verify_all(root: &Path, owners: bool) {
     let mut c = Command::new("rpm");
     c.arg("--root")
         .arg(root)
-        .args(["--dbpath", "/var/lib/rpm", "-Va", "--nocaps"]);
+        .args(["--dbpath", "/var/lib/rpm", "-Va"]);
+    if !common::is_root() {
+        c.arg("--nocaps");
+    }
     if !owners || !common::is_root() {
         c.args(["--nouser", "--nogroup"]);
     }
@@ -847,4 +858,219 @@ fn hostile_packages_are_refused_with_nothing_written_outside_the_root() {
         mtree.contains("./dev/evil type=char") && mtree.contains("device=native,1,3"),
         "{mtree}"
     );
+}
+
+/// `%caps(cap_net_raw=ep)` and a `%post -p <lua>`: the plan names the scriptlet (read
+/// from the package header alone, nothing fetched); a build as root sets the real
+/// `security.capability` (getcap reads it), a rootless one keeps it in the `.mtree`;
+/// both record it in osbuilder.yaml; an ext4 image of the rootless rootfs carries it
+/// (debugfs reads it), an initrd says it cannot.
+#[test]
+fn file_capabilities_are_kept_and_lua_scriptlets_named_in_the_plan() {
+    let Some(r) = repos() else { return };
+    if !needs::tools(&[
+        ("sfdisk", "fdisk"),
+        ("debugfs", "e2fsprogs"),
+        ("getcap", "libcap2-bin"),
+    ]) {
+        return;
+    }
+    let tmp = common::open_tempdir();
+    let mine = tmp.path().join("work");
+    std::fs::create_dir(&mine).unwrap();
+    std::fs::set_permissions(&mine, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let args = ["--agent-init", "--packages", "busybox,iputils-ping"];
+    let build = |base: Command, out: &Path, extra: &[&str]| {
+        let mut c = base;
+        c.args([
+            "rootfs",
+            "--distro",
+            "clearlinux",
+            "--arch",
+            "x86_64",
+            "--mirror",
+            &r.url,
+        ])
+        .args(args)
+        .args(extra)
+        .arg("-o")
+        .arg(out)
+        // a cache of its own: the plan must read headers, not cached packages
+        .env("OSBUILDER_CACHE_DIR", mine.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+        run(&mut c)
+    };
+    let nobody = || {
+        if common::is_root() {
+            common::osbuilder_as_nobody()
+        } else {
+            common::osbuilder()
+        }
+    };
+
+    // (a) The plan: both <lua> scriptlets named, from the headers alone.
+    let (ok, plan, err) = build(nobody(), &mine.join("unused"), &["--dry-run"]);
+    assert!(ok, "{err}");
+    assert!(plan.contains("iputils-ping 1.0-1 x86_64"), "{plan}");
+    assert!(err.contains("scriptlets that will not run"), "{err}");
+    assert!(
+        err.contains("  iputils-ping: %post (<lua>) not run"),
+        "{err}"
+    );
+    assert!(err.contains("  busybox: %post (<lua>) not run"), "{err}");
+    assert!(err.contains("nothing fetched"), "{err}");
+    assert!(!mine.join("unused").exists());
+
+    // (b) Rootless: the capability in the metadata, the build log and osbuilder.yaml.
+    let out = mine.join("rootfs");
+    let (ok, _, err) = build(nobody(), &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 files carry file capabilities, kept in the rootfs metadata")
+            && err.contains("/usr/bin/ping cap_net_raw=ep"),
+        "{err}"
+    );
+    let mtree = std::fs::read_to_string(mine.join("rootfs.mtree")).unwrap();
+    let line = mtree
+        .lines()
+        .find(|l| l.starts_with("./usr/bin/ping "))
+        .unwrap_or_else(|| panic!("{mtree}"));
+    // base64 of 01 00 00 02 00 20 00 00 + 12 zero bytes (setcap cap_net_raw=ep)
+    assert!(
+        line.contains("xattr.security.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA="),
+        "{line}"
+    );
+    let yaml = std::fs::read_to_string(out.join("var/lib/osbuilder/osbuilder.yaml")).unwrap();
+    assert!(
+        yaml.contains("file-capabilities:\n          - \"/usr/bin/ping cap_net_raw=ep\""),
+        "{yaml}"
+    );
+
+    // (c) An ext4 image of it carries the attribute; debugfs reads it.
+    let img = mine.join("caps.img");
+    let mut c = nobody();
+    c.arg("image")
+        .arg(&out)
+        .arg("-o")
+        .arg(&img)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let (ok, _, err) = run(&mut c);
+    assert!(ok, "{err}");
+    let parts: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &Command::new("sfdisk")
+            .arg("-J")
+            .arg(&img)
+            .output()
+            .unwrap()
+            .stdout,
+    ))
+    .unwrap();
+    let start = parts["partitiontable"]["partitions"][0]["start"]
+        .as_u64()
+        .unwrap()
+        * 512;
+    let ea = Command::new("debugfs")
+        .arg("-R")
+        .arg("ea_list /usr/bin/ping")
+        .arg(format!("{}?offset={start}", img.display()))
+        .output()
+        .unwrap();
+    let ea = String::from_utf8_lossy(&ea.stdout);
+    assert!(
+        ea.contains(
+            "security.capability (20) = 01 00 00 02 00 20 00 00 00 00 00 00 00 00 00 00 00 00 00 00"
+        ),
+        "{ea}"
+    );
+
+    // So does an erofs image (setcap under fakeroot): dump.erofs sees an attribute on
+    // ping only (its value: mounted, getcap reads cap_net_raw=ep; not done here).
+    if needs::tools(&[
+        ("mkfs.erofs", "erofs-utils"),
+        ("dump.erofs", "erofs-utils"),
+        ("fakeroot", "fakeroot"),
+        ("setcap", "libcap2-bin"),
+    ]) {
+        let img = mine.join("caps-erofs.img");
+        let mut c = nobody();
+        c.arg("image")
+            .arg(&out)
+            .args(["--fs", "erofs", "-o"])
+            .arg(&img)
+            .env("SOURCE_DATE_EPOCH", "1700000000");
+        let (ok, _, err) = run(&mut c);
+        assert!(ok, "{err}");
+        let parts: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+            &Command::new("sfdisk")
+                .arg("-J")
+                .arg(&img)
+                .output()
+                .unwrap()
+                .stdout,
+        ))
+        .unwrap();
+        let start = parts["partitiontable"]["partitions"][0]["start"]
+            .as_u64()
+            .unwrap();
+        let part = mine.join("caps.erofs");
+        assert!(
+            Command::new("dd")
+                .arg(format!("if={}", img.display()))
+                .arg(format!("of={}", part.display()))
+                .args(["bs=512", "status=none"])
+                .arg(format!("skip={start}"))
+                .status()
+                .unwrap()
+                .success()
+        );
+        let dump = |p: &str| {
+            let o = Command::new("dump.erofs")
+                .arg(format!("--path={p}"))
+                .arg(&part)
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        };
+        let ping = dump("/usr/bin/ping");
+        assert!(
+            ping.contains("Xattr size: ") && !ping.contains("Xattr size: 0"),
+            "{ping}"
+        );
+        assert!(dump("/usr/bin/busybox").contains("Xattr size: 0"));
+    }
+
+    // An initrd cannot carry it, and says so.
+    let mut c = nobody();
+    c.arg("initrd")
+        .arg(&out)
+        .arg("-o")
+        .arg(mine.join("caps.initrd"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let (ok, _, err) = run(&mut c);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("1 files lose their file capabilities in the initrd")
+            && err.contains("/usr/bin/ping cap_net_raw=ep"),
+        "{err}"
+    );
+
+    // As root: the real attribute, as getcap reads it.
+    if !needs::root() {
+        return;
+    }
+    let out = tmp.path().join("rootfs-root");
+    let (ok, _, err) = build(common::osbuilder(), &out, &[]);
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("set as their security.capability attribute"),
+        "{err}"
+    );
+    let getcap = Command::new("getcap")
+        .arg(out.join("usr/bin/ping"))
+        .output()
+        .unwrap();
+    let getcap = String::from_utf8_lossy(&getcap.stdout);
+    assert!(getcap.trim_end().ends_with("cap_net_raw=ep"), "{getcap}");
+    let yaml = std::fs::read_to_string(out.join("var/lib/osbuilder/osbuilder.yaml")).unwrap();
+    assert!(yaml.contains("/usr/bin/ping cap_net_raw=ep"), "{yaml}");
 }

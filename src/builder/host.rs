@@ -96,6 +96,7 @@ pub fn plan(target: &Target<'_>, opts: &Options, roots: &[String]) -> Result<Hos
                 url: r.url.clone(),
                 // The distro's own installer ran every maintainer script.
                 not_reproduced: Vec::new(),
+                file_capabilities: Vec::new(),
             },
         );
     }
@@ -129,6 +130,7 @@ impl HostPlan {
                     size: 0,
                     url: String::new(),
                     not_reproduced: Vec::new(),
+                    file_capabilities: Vec::new(),
                 })
             })
             .collect()

@@ -72,6 +72,7 @@ impl Dpkg {
                 url: String::new(),
                 // Installed on the host by dpkg, which ran their scripts.
                 not_reproduced: Vec::new(),
+                file_capabilities: Vec::new(),
             });
         }
         let mut owner = HashMap::new();

@@ -131,6 +131,13 @@ pub fn pack(
             }
         }
     }
+    let caps = tree.capabilities();
+    if !caps.is_empty() {
+        warnings.push(crate::tree::caps::lost(
+            &caps,
+            "the initrd (newc cpio carries no extended attributes)",
+        ));
+    }
     let content = tree.content_bytes();
     if content > LARGE_UNPACKED {
         warnings.push(format!(
@@ -210,6 +217,7 @@ fn write_archive(tree: &Tree, added_init: Option<&[u8]>, out: &mut dyn Write) ->
         gid: 0,
         mtime: tree.lookup(b"sbin/init").map(|e| e.mtime).unwrap_or(0),
         link_group: None,
+        capability: None,
     });
     let mut buf = vec![0u8; 256 * 1024];
     let mut dir_inos: Vec<(u32, &Entry)> = Vec::new();

@@ -98,6 +98,9 @@ pub struct InstallReport {
     /// Trust decisions the guest's osbuilder.yaml must record (e.g. unsigned packages
     /// installed because the distro declares them unsigned).
     pub trust: Vec<String>,
+    /// Per package: its files that carry file capabilities, `"/path caps"` (recorded in
+    /// the package record and osbuilder.yaml).
+    pub capabilities: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A verified repository of one package format, ready to resolve and install from.

@@ -434,6 +434,7 @@ impl Extractor {
                     device,
                     link: None,
                     time: None,
+                    capability: None,
                 },
             );
         }
@@ -609,6 +610,51 @@ impl Extractor {
         Ok(rel)
     }
 
+    /// Give the regular file at `path` file capabilities (`value`: the raw
+    /// `security.capability` attribute, see `tree::caps`): the attribute itself as root,
+    /// the metadata otherwise (only root may set it). Call it after the file's owner is
+    /// set: chown(2) clears the attribute.
+    pub fn set_capability(&mut self, path: &[u8], value: &[u8]) -> Result<Vec<u8>> {
+        let p = self
+            .parent_of(path, false)?
+            .context("the rootfs root cannot carry file capabilities")?;
+        let rel = p.rel();
+        if self.privileged {
+            // NONBLOCK: a FIFO standing there must not hang the open; NOFOLLOW: a
+            // symlink is refused, not written through.
+            let fd = rustix::fs::openat(
+                p.fd.as_fd(),
+                p.name.as_slice(),
+                OFlags::RDONLY | OFlags::NONBLOCK | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .with_context(|| format!("opening {} to set its file capabilities", show(&rel)))?;
+            let st = rustix::fs::fstat(&fd)?;
+            if RawType::from_raw_mode(st.st_mode) != RawType::RegularFile {
+                bail!(
+                    "{} is not a regular file; it cannot carry file capabilities",
+                    show(&rel)
+                );
+            }
+            rustix::fs::fsetxattr(
+                &fd,
+                crate::tree::caps::XATTR,
+                value,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .with_context(|| format!("setting {} on {}", crate::tree::caps::XATTR, show(&rel)))?;
+        } else {
+            self.mtree.set(
+                &rel,
+                MEntry {
+                    capability: Some(value.to_vec()),
+                    ..Default::default()
+                },
+            );
+        }
+        Ok(rel)
+    }
+
     /// A device node (root: on disk; unprivileged: in the metadata only) or a FIFO.
     pub fn special(
         &mut self,
@@ -647,6 +693,7 @@ impl Extractor {
                     device: Some(device),
                     link: None,
                     time: Some(a.mtime),
+                    capability: None,
                 },
             );
         }

@@ -366,6 +366,56 @@ impl Fetcher {
         Ok(buf.into_inner())
     }
 
+    /// The first `len` bytes of `url` (an HTTP range request; a server that ignores the
+    /// range is read only that far), e.g. an rpm's lead and headers without its payload.
+    /// Not cached: the caller verifies what it reads (a header's own signature).
+    pub fn get_prefix(&self, url: &str, len: u64) -> Result<Vec<u8>, FetchError> {
+        let mut last = None;
+        for attempt in 1..=self.attempts.max(1) {
+            let reader: Box<dyn Read> = if let Some(path) = url.strip_prefix("file://") {
+                match File::open(path) {
+                    Ok(f) => Box::new(f),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(FetchError::NotFound(url.to_string()));
+                    }
+                    Err(e) => return Err(FetchError::Other(anyhow!(e).context(url.to_string()))),
+                }
+            } else {
+                match self
+                    .agent
+                    .get(url)
+                    .header("Range", format!("bytes=0-{}", len.saturating_sub(1)))
+                    .call()
+                {
+                    Ok(resp) => Box::new(resp.into_body().into_reader()),
+                    Err(ureq::Error::StatusCode(404 | 410)) => {
+                        return Err(FetchError::NotFound(url.to_string()));
+                    }
+                    Err(e) => {
+                        last = Some(anyhow!(e));
+                        std::thread::sleep(Duration::from_millis(300 << attempt.min(4)));
+                        continue;
+                    }
+                }
+            };
+            let mut buf = Vec::with_capacity(len.min(1 << 24) as usize);
+            match reader.take(len).read_to_end(&mut buf) {
+                Ok(_) if buf.len() as u64 == len => return Ok(buf),
+                Ok(_) => {
+                    return Err(FetchError::Other(anyhow!(
+                        "{url} is shorter than its first {len} bytes (got {})",
+                        buf.len()
+                    )));
+                }
+                Err(e) => last = Some(anyhow!(e)),
+            }
+        }
+        Err(FetchError::Other(
+            last.unwrap_or_else(|| anyhow!("no attempt"))
+                .context(format!("reading the first {len} bytes of {url}")),
+        ))
+    }
+
     /// A fetcher sharing this one's connections that keeps every top-level index it fetches
     /// ([`Fetcher::get_index`]) in `cache`, serves the `pins` (url → sha256) from the cache
     /// without touching the network when it holds them, and logs what it used.

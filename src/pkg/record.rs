@@ -21,6 +21,10 @@ pub struct InstalledPackage {
     /// reproduce; empty when everything was, or when the scripts ran (--run-scripts).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_reproduced: Vec<String>,
+    /// Its files that carry file capabilities (`/usr/bin/ping cap_net_raw=ep`), kept as
+    /// the `security.capability` attribute or in the rootfs metadata.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub file_capabilities: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +74,7 @@ pub fn installed_packages(
                 size: p.size,
                 url: p.url.clone(),
                 not_reproduced: Vec::new(),
+                file_capabilities: Vec::new(),
             })
         })
         .collect()

@@ -150,6 +150,12 @@ impl Manifest {
                         let _ = writeln!(y, "          - {}", q(n));
                     }
                 }
+                if !p.file_capabilities.is_empty() {
+                    let _ = writeln!(y, "        file-capabilities:");
+                    for n in &p.file_capabilities {
+                        let _ = writeln!(y, "          - {}", q(n));
+                    }
+                }
             }
         }
         // The packages stay listed as installed; what their files lost is said here.
@@ -277,6 +283,7 @@ mod tests {
                 size: 1,
                 url: "http://mirror.invalid/pool/c/chrony.deb".into(),
                 not_reproduced: vec!["journal catalog".into()],
+                file_capabilities: Vec::new(),
             }],
             package_format: Some(PackageFormat::Deb),
             excluded: None,

@@ -167,6 +167,9 @@ pub fn install(
                 if let Some(n) = report.not_reproduced.get(&p.name) {
                     p.not_reproduced = n.clone();
                 }
+                if let Some(c) = report.capabilities.get(&p.name) {
+                    p.file_capabilities = c.clone();
+                }
             }
             v
         },
@@ -210,19 +213,31 @@ pub fn build(
         ));
         if !opts.run_scripts {
             let (notes, unchecked) = opened.repo.plan_notes(&plan, &cache)?;
+            let rpm = opened.repo.format() == PackageFormat::Rpm;
             if !notes.is_empty() {
-                job.note(
-                    "what the install scripts may do that is not reproduced without --run-scripts:",
-                );
+                job.note(if rpm {
+                    "scriptlets that will not run (osbuilder runs none; what a guest needs from \
+                     them is made declaratively):"
+                } else {
+                    "what the install scripts may do that is not reproduced without --run-scripts:"
+                });
                 for (pkg, what) in &notes {
                     job.note(format!("  {pkg}: {}", what.join("; ")));
                 }
             }
             if unchecked > 0 {
-                job.note(format!(
-                    "{unchecked} packages are not in the download cache yet: their scripts are \
-                     checked when they are fetched (the build lists what it did not reproduce)"
-                ));
+                job.note(if rpm {
+                    format!(
+                        "{unchecked} packages have no header range in primary.xml: their \
+                         scriptlets are named in the build log when they are installed"
+                    )
+                } else {
+                    format!(
+                        "{unchecked} packages are not in the download cache yet: their scripts \
+                         are checked when they are fetched (the build lists what it did not \
+                         reproduce)"
+                    )
+                });
             }
         }
         return Ok(());

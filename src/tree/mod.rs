@@ -3,7 +3,10 @@
 //! Every packer (initrd, disk image, …) consumes a [`Tree`], so the rootless metadata model
 //! is implemented once: on-disk type, mode, owner and mtime, overridden by the mtree file
 //! beside the rootfs, plus the entries (device nodes, FIFOs…) that exist only there.
+//! File capabilities (`security.capability`) come from the file on disk (a build as root
+//! sets the real attribute) or from the metadata (a rootless build records them there).
 
+pub mod caps;
 pub mod mtree;
 
 use std::cmp::Ordering;
@@ -79,6 +82,8 @@ pub struct Entry {
     pub mtime: i64,
     /// Entries with the same `link_group` are hard links to one file (regular files only).
     pub link_group: Option<u32>,
+    /// The `security.capability` value (file capabilities; regular files only).
+    pub capability: Option<Vec<u8>>,
 }
 
 impl Entry {
@@ -186,6 +191,11 @@ impl Tree {
                     stack.push((abs.join(&name), crel));
                 }
             }
+            let capability = if ft.is_file() {
+                disk_capability(&abs)?
+            } else {
+                None
+            };
             entries.push(Entry {
                 path: rel,
                 kind,
@@ -194,6 +204,7 @@ impl Tree {
                 gid: md.gid(),
                 mtime: md.mtime(),
                 link_group,
+                capability,
             });
         }
         let mut tree = Tree {
@@ -247,6 +258,14 @@ impl Tree {
                         e.link_group = None;
                     }
                 }
+                if let Some(c) = &me.capability {
+                    if !matches!(e.kind, Kind::File { .. }) {
+                        bail!(
+                            "metadata gives {shown} file capabilities, but it is not a regular file"
+                        );
+                    }
+                    e.capability = Some(c.clone());
+                }
                 if let (Kind::Symlink { target }, Some(l)) = (&mut e.kind, &me.link) {
                     *target = l.clone();
                 }
@@ -273,6 +292,7 @@ impl Tree {
                     gid: 0,
                     mtime: 0,
                     link_group: None,
+                    capability: None,
                 };
                 override_attrs(&mut e, me);
                 added.push(e);
@@ -360,8 +380,8 @@ impl Tree {
     }
 
     /// A digest of the tree as a packer writes it: every entry's path, type, permission
-    /// bits, owner, mtime, hard-link group, symlink target, device numbers and file
-    /// contents — and nothing about where the tree lives. Packers derive UUIDs and salts
+    /// bits, owner, mtime, hard-link group, symlink target, device numbers, file
+    /// capabilities and file contents — and nothing about where the tree lives. Packers derive UUIDs and salts
     /// from it, so the same content gives the same artifact under any name. Reads every
     /// file once (hard-linked ones once per group).
     pub fn digest(&self) -> Result<[u8; 32]> {
@@ -381,6 +401,11 @@ impl Tree {
             }
             h.update(e.mtime.to_le_bytes());
             h.update(e.link_group.map_or(-1, i64::from).to_le_bytes());
+            // Only when present, so trees without capabilities keep their digests.
+            if let Some(c) = &e.capability {
+                field(&mut h, caps::XATTR.as_bytes());
+                field(&mut h, c);
+            }
             match &e.kind {
                 Kind::File { source, size } => {
                     let sum = match e.link_group.and_then(|g| groups.get(&g)) {
@@ -407,6 +432,18 @@ impl Tree {
         Ok(h.finalize().into())
     }
 
+    /// The files that carry file capabilities: `(path as the guest sees it, text form)`.
+    pub fn capabilities(&self) -> Vec<(String, String)> {
+        self.entries
+            .iter()
+            .filter_map(|e| {
+                e.capability
+                    .as_ref()
+                    .map(|c| (e.path_display(), caps::to_text(c)))
+            })
+            .collect()
+    }
+
     /// Sum of regular file sizes, counting each hard-linked file once.
     pub fn content_bytes(&self) -> u64 {
         let mut seen = std::collections::HashSet::new();
@@ -418,6 +455,26 @@ impl Tree {
                 _ => None,
             })
             .sum()
+    }
+}
+
+/// The `security.capability` attribute of a file on disk, if it has one (a filesystem
+/// without xattrs has none). Only this attribute is read: others, such as the host's
+/// SELinux labels, are not the guest's.
+fn disk_capability(path: &Path) -> Result<Option<Vec<u8>>> {
+    let mut buf = [0u8; 64];
+    match rustix::fs::lgetxattr(path, caps::XATTR, &mut buf[..]) {
+        Ok(n) => {
+            let v = buf[..n].to_vec();
+            caps::check(&v).with_context(|| format!("{} of {}", caps::XATTR, path.display()))?;
+            Ok(Some(v))
+        }
+        Err(rustix::io::Errno::NODATA | rustix::io::Errno::NOTSUP) => Ok(None),
+        Err(e) => Err(anyhow::Error::from(e).context(format!(
+            "reading {} of {}",
+            caps::XATTR,
+            path.display()
+        ))),
     }
 }
 

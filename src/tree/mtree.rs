@@ -4,7 +4,9 @@
 //! what the disk cannot hold in an mtree file beside the rootfs; every packer merges it
 //! with the tree on disk (see `tree::Tree::scan`). Only the keywords that matter for
 //! packing are interpreted: type, uid, gid, uname/gname (root only), mode, device, link,
-//! time. Others (size, sha256digest, nlink, flags…) are accepted and ignored.
+//! time, and osbuilder's own `xattr.security.capability=<base64>` (a file's capabilities,
+//! the raw `security.capability` value; libarchive does not know the keyword and skips
+//! it). Others (size, sha256digest, nlink, flags…) are accepted and ignored.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -65,6 +67,9 @@ pub struct MEntry {
     pub link: Option<Vec<u8>>,
     /// Modification time, seconds since the epoch.
     pub time: Option<i64>,
+    /// The `security.capability` extended attribute (file capabilities, see
+    /// `tree::caps`), for regular files.
+    pub capability: Option<Vec<u8>>,
 }
 
 impl MEntry {
@@ -72,7 +77,7 @@ impl MEntry {
         macro_rules! take {
             ($($f:ident),*) => { $( if other.$f.is_some() { self.$f = other.$f.clone(); } )* };
         }
-        take!(kind, uid, gid, mode, device, link, time);
+        take!(kind, uid, gid, mode, device, link, time, capability);
     }
 }
 
@@ -165,6 +170,7 @@ impl Mtree {
                             b"device" => defaults.device = None,
                             b"link" => defaults.link = None,
                             b"time" => defaults.time = None,
+                            CAP_KEYWORD => defaults.capability = None,
                             _ => {}
                         }
                     }
@@ -235,6 +241,14 @@ impl Mtree {
             if let Some(t) = e.time {
                 let _ = write!(out, " time={t}.0");
             }
+            if let Some(c) = &e.capability {
+                use base64::Engine as _;
+                let _ = write!(
+                    out,
+                    " xattr.security.capability={}",
+                    base64::engine::general_purpose::STANDARD.encode(c)
+                );
+            }
             out.push('\n');
         }
         out
@@ -259,6 +273,9 @@ fn normalize(path: &[u8]) -> Vec<u8> {
         .collect();
     parts.join(&b'/')
 }
+
+/// The keyword holding a file's capabilities (`security.capability`, base64).
+const CAP_KEYWORD: &[u8] = b"xattr.security.capability";
 
 fn parse_keywords<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> Result<MEntry> {
     let mut e = MEntry::default();
@@ -294,6 +311,14 @@ fn parse_keywords<'a>(tokens: impl Iterator<Item = &'a [u8]>) -> Result<MEntry> 
             b"time" => {
                 let secs = vs.split('.').next().unwrap_or("");
                 e.time = Some(secs.parse().with_context(|| format!("bad time '{vs}'"))?);
+            }
+            CAP_KEYWORD => {
+                use base64::Engine as _;
+                let v = base64::engine::general_purpose::STANDARD
+                    .decode(vs)
+                    .with_context(|| format!("bad xattr.security.capability '{vs}' (base64)"))?;
+                super::caps::check(&v).context("xattr.security.capability")?;
+                e.capability = Some(v);
             }
             _ => {}
         }
@@ -429,9 +454,24 @@ mod tests {
                 mode: Some(0o666),
                 time: Some(5),
                 link: None,
+                capability: None,
+            },
+        );
+        m.set(
+            b"usr/bin/ping",
+            MEntry {
+                kind: Some(MType::File),
+                capability: Some(crate::tree::caps::from_text("cap_net_raw=ep").unwrap()),
+                ..Default::default()
             },
         );
         let text = m.to_text();
+        assert!(
+            text.contains(
+                "./usr/bin/ping type=file xattr.security.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA="
+            ),
+            "{text}"
+        );
         assert!(
             text.contains("./a\\040dir/with\\043hash\\134and\\011t\\303\\251"),
             "{text}"
@@ -448,6 +488,8 @@ mod tests {
         assert!(Mtree::parse(b"./x device=a,b\n").is_err());
         assert!(Mtree::parse(b"./a/../../etc/passwd uid=0\n").is_err());
         assert!(Mtree::parse(b"./bad\\q uid=0\n").is_err());
+        assert!(Mtree::parse(b"./x xattr.security.capability=AQAA\n").is_err());
+        assert!(Mtree::parse(b"./x xattr.security.capability=!!\n").is_err());
     }
 
     #[test]

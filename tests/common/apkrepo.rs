@@ -394,7 +394,8 @@ pub fn write_repo(mirror: &Path, release: &str, arch: &str, pkgs: &[Pkg], key: &
     .unwrap();
 }
 
-/// Serve `root` over HTTP/1.1 on 127.0.0.1 (GET only, one thread per connection).
+/// Serve `root` over HTTP/1.1 on 127.0.0.1 (GET only, one `bytes=A-B` range at most,
+/// one thread per connection).
 /// Returns the base URL. The server lives until the test process exits.
 pub fn serve(root: &Path) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -410,10 +411,18 @@ pub fn serve(root: &Path) -> String {
                 if reader.read_line(&mut line).is_err() {
                     return;
                 }
+                // `Range: bytes=A-B` (what reading an rpm's header alone sends)
+                let mut range: Option<(usize, usize)> = None;
                 loop {
                     let mut h = String::new();
                     if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
                         break;
+                    }
+                    let lower = h.trim().to_ascii_lowercase();
+                    if let Some(r) = lower.strip_prefix("range: bytes=") {
+                        if let Some((a, b)) = r.split_once('-') {
+                            range = a.parse().ok().zip(b.parse().ok());
+                        }
                     }
                 }
                 let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
@@ -425,6 +434,19 @@ pub fn serve(root: &Path) -> String {
                     std::fs::read(&file).ok()
                 };
                 let _ = match body {
+                    Some(b) if range.is_some_and(|(a, z)| a <= z && z < b.len()) => {
+                        let (a, z) = range.unwrap();
+                        conn.write_all(
+                            format!(
+                                "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{z}/{}\r\n\
+                                 Content-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len(),
+                                z + 1 - a
+                            )
+                            .as_bytes(),
+                        )
+                        .and_then(|_| conn.write_all(&b[a..=z]))
+                    }
                     Some(b) => conn
                         .write_all(
                             format!(

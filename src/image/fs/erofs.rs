@@ -4,6 +4,8 @@
 //! tree's owner, mode and time and created the device nodes — fakeroot records those
 //! without privileges and reports them to mkfs.erofs. The rootfs itself is not touched.
 //! Inodes keep the tree's times (clamped by SOURCE_DATE_EPOCH), like ext4 and xfs.
+//! File capabilities are given with setcap (libcap2-bin) under the same fakeroot, which
+//! records the `security.capability` attribute for mkfs.erofs to read.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -67,6 +69,27 @@ pub fn build(tree: &Tree, img: &Path, work: &Path, uuid: &str, now: i64) -> Resu
     }
     for (t, l) in &times {
         list(&mut sh, l, format!("touch -h -d @{t}"))?;
+    }
+    // File capabilities last (chown clears them): setcap's setxattr is recorded by
+    // fakeroot and reported to mkfs.erofs's listxattr/getxattr like the owners.
+    if tree.entries.iter().any(|e| e.capability.is_some()) {
+        super::check_tools(&[("setcap", "libcap2-bin")])?;
+    }
+    let mut with_caps = std::collections::HashSet::new();
+    for (i, e) in tree.entries.iter().enumerate() {
+        let Some(c) = &e.capability else { continue };
+        if e.link_group.is_some_and(|g| !with_caps.insert(g)) {
+            continue;
+        }
+        let f = work.join(format!("capability{i}"));
+        std::fs::write(&f, [b"./".as_slice(), &e.path].concat())?;
+        // to_text gives libcap's own text form: letters, digits, _ , = + and spaces
+        writeln!(
+            sh,
+            "setcap '{}' \"$(cat '{}')\"",
+            crate::tree::caps::to_text(c),
+            f.display()
+        )?;
     }
     // The build time goes in through SOURCE_DATE_EPOCH, not -T: erofs-utils 1.5 stamps
     // every inode with a -T time (even with --preserve-mtime), while with the variable it

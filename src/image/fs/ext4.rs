@@ -2,7 +2,10 @@
 //! an explicit block count; a `debugfs -w` script creates what an unprivileged build
 //! could not put on disk (device nodes, FIFOs, entries only in the metadata); then every
 //! inode is given the tree's owner, mode and times in place (ext4_inodes.rs), with a
-//! debugfs `sif` script as the fallback. No mount, no root.
+//! debugfs `sif` script as the fallback. File capabilities become the
+//! `security.capability` attribute with debugfs `ea_set` (mkfs.ext4 -d copies the
+//! attribute itself when the rootfs holds it on disk; setting it again is the same value).
+//! No mount, no root.
 //!
 //! No host configuration leaks in: mke2fs reads a config osbuilder writes (explicit
 //! features), the UUID and directory hash seed come from the seed, and every timestamp
@@ -125,7 +128,8 @@ impl Ext4 {
         let mut device = image.as_os_str().to_owned();
         device.push(format!("?offset={offset}"));
         // 1. debugfs creates what exists only in the metadata (usually a few nodes).
-        let (create, mut warnings) = create_script(tree)?;
+        let (mut create, mut warnings) = create_script(tree)?;
+        create.extend(capability_script(tree, work)?);
         if !create.is_empty() {
             debugfs(&device, &create, work, true, self.now)?;
         }
@@ -338,6 +342,33 @@ fn create_script(tree: &Tree) -> Result<(Vec<u8>, Vec<String>)> {
     Ok((s, warnings))
 }
 
+/// debugfs commands giving every file with capabilities its `security.capability`
+/// attribute, the raw value read from a file in `work` (`ea_set -f`: binary-safe).
+/// Before the inodes are set in place: that rewrite checksums the whole inode, in-inode
+/// attributes included.
+fn capability_script(tree: &Tree, work: &Path) -> Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut s = Vec::new();
+    let mut done = HashSet::new();
+    for (n, e) in tree.entries.iter().enumerate() {
+        let Some(value) = &e.capability else { continue };
+        // one attribute per inode: hard links share it
+        if e.link_group.is_some_and(|g| !done.insert(g)) {
+            continue;
+        }
+        let file = work.join(format!("capability-{n}"));
+        std::fs::write(&file, value)?;
+        s.extend(b"ea_set -f ");
+        s.extend(quote_raw(file.as_os_str().as_bytes(), &e.path)?);
+        s.push(b' ');
+        s.extend(quote(&e.path)?);
+        s.push(b' ');
+        s.extend(crate::tree::caps::XATTR.as_bytes());
+        s.push(b'\n');
+    }
+    Ok(s)
+}
+
 /// Give every inode the tree's owner, mode and time by editing the inodes in place
 /// (ext4_inodes.rs), finding them through the directories, parents first.
 fn set_in_place(tree: &Tree, image: &Path, offset: u64) -> Result<()> {
@@ -506,7 +537,8 @@ mod tests {
         std::fs::write(r.join("etc/f"), b"x").unwrap();
         std::fs::write(r.join("dev/null"), b"").unwrap();
         let m = Mtree::parse(
-            b". uid=0 gid=0 mode=0755\n./etc/f uid=70000 gid=3 mode=4751 time=1234\n\
+            b". uid=0 gid=0 mode=0755\n./etc/f uid=70000 gid=3 mode=4751 time=1234 \
+              xattr.security.capability=AQAAAgAgAAAAAAAAAAAAAAAAAAA=\n\
               ./dev/null type=char device=1,3 mode=0666\n./run type=dir mode=0700\n",
         )
         .unwrap();
@@ -568,6 +600,21 @@ mod tests {
             assert!(
                 f.contains("ctime: 0x000004d2:00000000"),
                 "{debugfs_only}: {f}"
+            );
+            // cap_net_raw=ep, as setcap writes it, whichever way the inodes were set
+            let ea = std::process::Command::new(find_tool("debugfs").unwrap())
+                .arg("-R")
+                .arg("ea_list /etc/f")
+                .arg(&dev)
+                .output()
+                .unwrap();
+            let ea = String::from_utf8_lossy(&ea.stdout);
+            assert!(
+                ea.contains(
+                    "security.capability (20) = 01 00 00 02 00 20 00 00 00 00 00 00 00 00 00 00 \
+                     00 00 00 00"
+                ),
+                "{debugfs_only}: {ea}"
             );
             let n = stat("/dev/null");
             assert!(n.contains("Device major/minor number: 01:03"), "{n}");

@@ -4,8 +4,9 @@
 //! `xfs_db -x`, so the result is reproducible. mkfs.xfs cannot write at an offset, so
 //! the filesystem is made in a scratch file and copied into the partition.
 //!
-//! Limits of the protofile format: names may not contain whitespace, and hard links
-//! become separate copies.
+//! Limits of the protofile format: names may not contain whitespace, hard links
+//! become separate copies, and extended attributes — file capabilities — are not carried
+//! (the build warns, naming the files; ext4 and erofs keep them).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -89,6 +90,13 @@ impl Xfs {
         // Times, generations and sticky bits, by path, in one xfs_db session.
         let mut db: Vec<u8> = Vec::new();
         let mut warnings = Vec::new();
+        let caps = tree.capabilities();
+        if !caps.is_empty() {
+            warnings.push(crate::tree::caps::lost(
+                &caps,
+                "xfs (its protofile carries no extended attributes)",
+            ));
+        }
         let mut seen = HashSet::new();
         let t = self.now.clamp(i32::MIN as i64, i32::MAX as i64) as i32 as u32;
         // mkfs.xfs stamps its own metadata inodes (realtime bitmap and summary) with

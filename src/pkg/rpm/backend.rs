@@ -2,8 +2,10 @@
 //! rpm-md repositories → resolver → packages verified (header signatures against the
 //! distro's pinned keys, header digests, payload digest, every file's digest) and streamed
 //! safely into the root → rpm's sqlite database. Scriptlets are never run: they are
-//! named in the build log (`<lua>` ones too), and what a guest needs from them is made
-//! declaratively (device nodes for an initrd). Nothing from the target runs on the host.
+//! named in the plan (`--dry-run`, from each package's signed header, read alone with a
+//! range request up to primary.xml's `header-range` end) and in the build log, `<lua>`
+//! ones too, and what a guest needs from them is made declaratively (device nodes for an
+//! initrd). Nothing from the target runs on the host.
 //!
 //! Trust chain: `repomd.xml` (its detached `repomd.xml.asc` must verify against the
 //! distro's metadata keys where the distro signs it, `repo_gpgcheck`) → the checksums of
@@ -51,6 +53,8 @@ pub struct RpmRepository {
     repo_of: Vec<usize>,
     package_keys: Keyring,
     allow_unsigned: bool,
+    /// For the plan's package headers (`--dry-run`).
+    fetcher: Fetcher,
 }
 
 /// The distro's key files plus the user's, checked against the pinned fingerprints.
@@ -270,6 +274,7 @@ impl RpmRepository {
             universe,
             repo_of,
             package_keys,
+            fetcher: req.fetcher.clone(),
         })
     }
 
@@ -369,6 +374,70 @@ impl Repository for RpmRepository {
         Ok(Plan { packages, notes })
     }
 
+    /// Per package, the scriptlets that will not run (`%post (<lua>)`), from its header:
+    /// the cached package when the cache has it, else only the header's bytes (lead,
+    /// signature header and header, up to primary.xml's `header-range` end), verified like
+    /// an installed package's (its signature and header digests). Packages whose
+    /// primary.xml entry gives no header range are counted, not read.
+    fn plan_notes(
+        &self,
+        plan: &Plan,
+        cache: &Cache,
+    ) -> Result<(BTreeMap<String, Vec<String>>, usize)> {
+        let check_sigs = !(self.allow_unsigned && self.package_keys.is_empty());
+        let jobs = crate::parallel::cpu_jobs().max(4);
+        let read = crate::parallel::map(&plan.packages, jobs, |_, p| {
+            let what = format!(
+                "{} ({})",
+                crate::show::bytes(p.package.name.as_bytes()),
+                crate::show::bytes(p.package.url.as_bytes())
+            );
+            let want = &self.universe.packages[p.id];
+            let rpm = match cache.lookup(&p.package.digest)? {
+                Some(path) => RpmFile::open(&path, &what)?.0,
+                None => {
+                    let Some(end) = want.header_end else {
+                        return Ok(None);
+                    };
+                    let head = required(self.fetcher.get_prefix(&p.package.url, end))
+                        .with_context(|| format!("{what}: reading its header"))?;
+                    RpmFile::read(&mut &head[..], &what)?
+                }
+            };
+            let meta = Meta::from_header(&rpm.header, &what)?;
+            if meta.name != want.name
+                || meta.evr.cmp_full(&want.evr).is_ne()
+                || meta.arch != want.arch
+            {
+                bail!(
+                    "{what}: the header is {} but the repository promised {}",
+                    meta.nevra(),
+                    want.nevra()
+                );
+            }
+            let keys = check_sigs.then_some(&self.package_keys);
+            verify::check_heads(&rpm, keys, self.allow_unsigned, &what)?;
+            Ok(Some(
+                meta.scriptlets
+                    .iter()
+                    .map(|s| format!("{} ({}) not run", s.when, s.prog))
+                    .collect::<Vec<_>>(),
+            ))
+        })?;
+        let mut notes = BTreeMap::new();
+        let mut unchecked = 0;
+        for (p, r) in plan.packages.iter().zip(read) {
+            match r {
+                None => unchecked += 1,
+                Some(v) if !v.is_empty() => {
+                    notes.insert(p.package.name.clone(), v);
+                }
+                Some(_) => {}
+            }
+        }
+        Ok((notes, unchecked))
+    }
+
     fn default_mtime(&self, plan: &Plan) -> i64 {
         plan.packages
             .iter()
@@ -449,7 +518,16 @@ impl Repository for RpmRepository {
             for o in done.unknown_owners {
                 unknown.entry(o).or_default().push(c.meta.name.clone());
             }
-            caps.extend(done.capabilities);
+            if !done.capabilities.is_empty() {
+                caps.extend(done.capabilities.iter().cloned());
+                report.capabilities.insert(
+                    c.meta.name.clone(),
+                    done.capabilities
+                        .iter()
+                        .map(|(p, c)| format!("{p} {c}"))
+                        .collect(),
+                );
+            }
             for s in c.heads.signatures.iter().chain(&c.v3) {
                 *signers.entry(s.key.clone()).or_default() += 1;
             }
@@ -548,9 +626,13 @@ impl Repository for RpmRepository {
         }
         if !caps.is_empty() {
             report.notes.push(format!(
-                "{} files carry file capabilities, kept in the rpm database (not applied as \
-                 security.capability xattrs): {}",
+                "{} files carry file capabilities, {} (osbuilder.yaml lists them): {}",
                 caps.len(),
+                if ex.privileged() {
+                    "set as their security.capability attribute"
+                } else {
+                    "kept in the rootfs metadata (xattr.security.capability) for the packers"
+                },
                 caps.iter()
                     .map(|(p, c)| format!("{p} {c}"))
                     .collect::<Vec<_>>()

@@ -6,7 +6,9 @@
 //! archive entry the header does not list, a type that disagrees, content that does not
 //! hash to the header's digest, or a listed file missing from the archive is an error
 //! (header/payload mismatch). Ghost files are not extracted; hard links are made as
-//! links; device nodes go to the metadata when rootless; file capabilities are reported.
+//! links; device nodes go to the metadata when rootless; file capabilities (rpm's
+//! FILECAPS text) become the `security.capability` attribute as root, and are kept in the
+//! rootfs metadata when rootless.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -294,14 +296,24 @@ fn place_all<R: Read>(
                 }
                 claim(owners, &rel, meta, &f.digest, what)?;
                 write_checked(ex, archive, p, f, meta.digest_algo, attrs, what)?;
+                // After the owner (chown clears it) and before hard links copy the
+                // rootless metadata.
+                if !f.caps.is_empty() {
+                    let value = crate::tree::caps::from_text(&f.caps).map_err(|e| {
+                        crate::error::refused(format!(
+                            "{what}: {} has file capabilities rpm's FILECAPS gives as {}:                              {e:#}; refusing the package",
+                            sh(&f.path),
+                            sh(&f.caps)
+                        ))
+                    })?;
+                    ex.set_capability(p, &value)?;
+                    out.capabilities.push((f.path.clone(), f.caps.clone()));
+                }
                 if let Some(g) = link {
                     for other in waiting.remove(&g).unwrap_or_default() {
                         ex.hard_link(other.as_bytes(), p)?;
                     }
                     written.insert(g, rel.clone());
-                }
-                if !f.caps.is_empty() {
-                    out.capabilities.push((f.path.clone(), f.caps.clone()));
                 }
             }
             libc::S_IFLNK => {

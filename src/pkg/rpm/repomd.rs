@@ -273,6 +273,9 @@ pub struct RepoPackage {
     pub obsoletes: Vec<Dep>,
     /// The files primary lists (the "primary" subset: /etc, */bin/*, …).
     pub files: Vec<String>,
+    /// `header-range end`: the byte offset where the package's header ends, so lead,
+    /// signature and header can be read without the payload.
+    pub header_end: Option<u64>,
 }
 
 impl RepoPackage {
@@ -377,6 +380,9 @@ pub fn parse_primary<R: BufRead>(
                     b"location" => {
                         pkg.location = attr(&e, b"href")?.unwrap_or_default();
                         pkg.base = attr(&e, b"base")?;
+                    }
+                    b"header-range" => {
+                        pkg.header_end = attr(&e, b"end")?.and_then(|s| s.parse().ok())
                     }
                     b"provides" => list = "provides",
                     b"requires" => list = "requires",
@@ -514,6 +520,7 @@ mod tests {
   <size package="1234" installed="0" archive="0"/>
   <location xml:base="http://other.invalid/" href="Packages/a.rpm"/>
   <format>
+    <rpm:header-range start="4504" end="9876"/>
     <rpm:provides><rpm:entry name="a" flags="EQ" epoch="1" ver="2.0" rel="3"/></rpm:provides>
     <rpm:requires>
       <rpm:entry name="/bin/sh" pre="1"/>
@@ -541,6 +548,7 @@ mod tests {
         assert!(matches!(p.requires[1], Rich::If(..)));
         assert_eq!(p.files, vec!["/usr/bin/a"]);
         assert_eq!(p.size, 1234);
+        assert_eq!(p.header_end, Some(9876));
         assert!(parse_primary(&b"<x/>"[..], "t", &mut |_| Ok(())).is_err());
         assert!(digest("md5", "00").is_err());
         assert!(digest("sha256", "abc").is_err());
