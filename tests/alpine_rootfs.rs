@@ -8,155 +8,16 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::apkrepo::{self, Entry, Pkg};
+use common::apkrepo::{self, Sample};
 use osbuilder::tree::{Kind, ScanOptions, Tree};
 
-const ARCH: &str = "x86_64";
+const ARCH: &str = apkrepo::SAMPLE_ARCH;
 
 fn osbuilder() -> Command {
     Command::new(env!("CARGO_BIN_EXE_osbuilder"))
 }
 
-/// Debian's busybox-static binary (the package the CI installs).
-fn static_busybox() -> Vec<u8> {
-    let b = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox is missing: install Debian's busybox-static package");
-    assert!(
-        common::is_static_elf(&b),
-        "/bin/busybox is dynamically linked: install Debian's busybox-static package"
-    );
-    b
-}
-
-/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header (is dynamic).
-fn busybox_paths() -> String {
-    let out = Command::new("/bin/busybox")
-        .arg("--list-full")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A small Alpine-like repository: baselayout (data + dirs), busybox, a library
-/// reached through `so:`, an install_if doc package, and the alpine-base meta package.
-fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
-    let mut data = Pkg::new("alpine-baselayout-data", "3.6.8-r1", "noarch");
-    data.files = vec![
-        Entry::dir("etc"),
-        Entry::file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
-        Entry::file("etc/group", b"root:x:0:root\nshadow:x:42:\n", 0o644),
-        Entry::file("etc/shadow", b"root:*::0:::::\n", 0o640),
-        Entry::file("etc/hostname", b"osbuilder\n", 0o644),
-        Entry::file(
-            "etc/inittab",
-            b"::sysinit:/bin/echo OSBUILDER-ALPINE-READY\n::sysinit:/bin/busybox poweroff -f\n",
-            0o644,
-        ),
-    ];
-    let mut base = Pkg::new("alpine-baselayout", "3.6.8-r1", ARCH);
-    base.depends = vec!["alpine-baselayout-data=3.6.8-r1".into(), "/bin/sh".into()];
-    base.files = vec![
-        Entry::dir("dev"),
-        Entry::dir("proc"),
-        Entry::dir("sys"),
-        Entry::dir("etc"),
-        Entry::dir("etc/crontabs"),
-        Entry::file(
-            "etc/crontabs/root",
-            b"# min hour day month weekday command\n",
-            0o600,
-        ),
-        Entry {
-            mode: 0o700,
-            ..Entry::dir("root")
-        },
-        Entry {
-            mode: 0o1777,
-            ..Entry::dir("tmp")
-        },
-        Entry::dir("var"),
-        Entry::symlink("var/run", "/run"),
-        Entry::dir("run"),
-    ];
-    base.scripts = vec![(
-        ".post-install".into(),
-        b"#!/bin/sh\nchmod 640 /etc/shadow\n".to_vec(),
-    )];
-    let mut bb = Pkg::new("busybox", "1.35.0-r99", ARCH);
-    bb.provides = vec!["/bin/sh".into(), "cmd:busybox=1.35.0-r99".into()];
-    bb.depends = vec!["so:libosb.so.1".into()];
-    bb.files = vec![
-        Entry::dir("bin"),
-        Entry::file("bin/busybox", &static_busybox(), 0o755),
-        Entry::dir("etc"),
-        Entry::file("etc/securetty", b"console\n", 0o644),
-    ];
-    if with_paths_list {
-        bb.files.push(Entry::dir("etc/busybox-paths.d"));
-        bb.files.push(Entry::file(
-            "etc/busybox-paths.d/busybox",
-            busybox_paths().as_bytes(),
-            0o644,
-        ));
-    }
-    bb.scripts = vec![(
-        ".post-install".into(),
-        b"#!/bin/busybox sh\n/bin/busybox --install -s\n".to_vec(),
-    )];
-    let mut lib = Pkg::new("libosb", "1.0-r0", ARCH);
-    lib.provides = vec!["so:libosb.so.1=1.0.0".into()];
-    lib.files = vec![
-        Entry::dir("usr"),
-        Entry::dir("usr/lib"),
-        Entry::file("usr/lib/libosb.so.1", b"not really a library\n", 0o755),
-        Entry::hardlink("usr/lib/libosb.so.1.0", "usr/lib/libosb.so.1"),
-    ];
-    // An older libosb that must lose to 1.0-r0.
-    let mut lib_old = Pkg::new("libosb", "0.9_rc1-r3", ARCH);
-    lib_old.provides = vec!["so:libosb.so.1=0.9".into()];
-    lib_old.files = vec![Entry::dir("usr")];
-    let mut doc = Pkg::new("busybox-doc", "1.35.0-r99", "noarch");
-    doc.install_if = vec!["docs".into(), "busybox=1.35.0-r99".into()];
-    doc.files = vec![
-        Entry::dir("usr"),
-        Entry::dir("usr/share"),
-        Entry::file("usr/share/bb.txt", b"doc\n", 0o644),
-    ];
-    let mut docs = Pkg::new("docs", "0.2-r0", "noarch");
-    docs.files = vec![];
-    let mut meta = Pkg::new("alpine-base", "3.22.0-r0", ARCH);
-    meta.depends = vec!["alpine-baselayout".into(), "busybox".into(), "docs".into()];
-    vec![data, base, bb, lib, lib_old, doc, docs, meta]
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    mirror: String,
-    keys: PathBuf,
-}
-
-fn setup(with_paths_list: bool) -> Env {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_path_buf();
-    let www = dir.join("www");
-    apkrepo::write_repo(
-        &www,
-        "v3.22",
-        ARCH,
-        &repo_packages(with_paths_list),
-        apkrepo::test_key(),
-    );
-    let keys = apkrepo::write_keys_dir(&dir);
-    Env {
-        mirror: apkrepo::serve(&www),
-        _dir: d,
-        dir,
-        keys,
-    }
-}
-
-fn rootfs_cmd(e: &Env, out: &Path) -> Command {
+fn rootfs_cmd(e: &Sample, out: &Path) -> Command {
     let mut c = osbuilder();
     c.args([
         "rootfs",
@@ -192,7 +53,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     if !common::needs::tools(&[("cpio", "cpio")]) {
         return;
     }
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     let out = e.dir.join("out/rootfs");
     std::fs::create_dir(e.dir.join("out")).unwrap();
 
@@ -411,7 +272,7 @@ fn boot_if_possible(initrd: &Path) {
 
 #[test]
 fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
-    let e = setup(false);
+    let e = apkrepo::sample(false);
     let out = e.dir.join("rootfs");
     let stderr = {
         let o = rootfs_cmd(&e, &out).output().unwrap();
@@ -431,7 +292,7 @@ fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
 
 #[test]
 fn a_tampered_index_stops_the_build() {
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     let idx = e.dir.join("www/v3.22/main/x86_64/APKINDEX.tar.gz");
     // Re-sign the index with a key the build does not trust.
     let bytes = std::fs::read(&idx).unwrap();
@@ -476,7 +337,7 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
     if !common::needs::root() {
         return;
     }
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&e.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = e.dir.join("rootfs");
