@@ -22,7 +22,7 @@
 #                                 minutes under TCG (26 min on the shared 2-core machine)
 #   make boot-matrix              build and boot every distro × arch × init × artifact cell
 #                                 reachable from here, one at a time, and print a table
-#                                 (tests/boot_matrix.rs; not part of `make test`: about an hour
+#                                 (tests/boot_matrix.rs; not part of `make test`: 8 min
 #                                 under TCG on the shared 2-core machine). BOOT_MATRIX_CELLS=
 #                                 "debian x86_64,alpine" runs only the cells naming those words
 #   make bench                    run the benchmarks under benches/

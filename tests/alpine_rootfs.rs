@@ -8,36 +8,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::apkrepo::{self, Sample};
+use common::apkrepo;
 use osbuilder::tree::{Kind, ScanOptions, Tree};
-
-const ARCH: &str = apkrepo::SAMPLE_ARCH;
 
 fn osbuilder() -> Command {
     Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-}
-
-fn rootfs_cmd(e: &Sample, out: &Path) -> Command {
-    let mut c = osbuilder();
-    c.args([
-        "rootfs",
-        "--distro",
-        "alpine",
-        "--agent-init",
-        "--arch",
-        ARCH,
-        "--os-version",
-        "3.22",
-    ])
-    .args(["--mirror", &e.mirror])
-    .arg("--keys-dir")
-    .arg(&e.keys)
-    .args(["--packages", "alpine-base"])
-    .arg("-o")
-    .arg(out)
-    .env("OSBUILDER_CACHE_DIR", e.dir.join("cache"))
-    .env("SOURCE_DATE_EPOCH", "1700000000");
-    c
 }
 
 fn run_ok(c: &mut Command) -> String {
@@ -58,7 +33,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     std::fs::create_dir(e.dir.join("out")).unwrap();
 
     // The plan first.
-    let plan = run_ok(rootfs_cmd(&e, &out).arg("--dry-run"));
+    let plan = run_ok(e.rootfs(&out).arg("--dry-run"));
     let lines: Vec<&str> = plan.lines().collect();
     assert_eq!(lines.len(), 7, "{plan}");
     assert!(
@@ -82,7 +57,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     assert!(pos("libosb") < pos("busybox") && pos("busybox") < pos("busybox-doc"));
     assert!(!out.exists(), "--dry-run wrote the rootfs");
 
-    run_ok(&mut rootfs_cmd(&e, &out));
+    run_ok(&mut e.rootfs(&out));
     let r = |p: &str| out.join(p);
     assert!(r("bin/busybox").is_file());
     assert_eq!(
@@ -233,7 +208,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
 
     // Reproducible: the same inputs and SOURCE_DATE_EPOCH give the same initrd.
     let out2 = e.dir.join("out/rootfs2");
-    run_ok(&mut rootfs_cmd(&e, &out2));
+    run_ok(&mut e.rootfs(&out2));
     let initrd2 = e.dir.join("initrd2.gz");
     run_ok(
         osbuilder()
@@ -275,7 +250,7 @@ fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
     let e = apkrepo::sample(false);
     let out = e.dir.join("rootfs");
     let stderr = {
-        let o = rootfs_cmd(&e, &out).output().unwrap();
+        let o = e.rootfs(&out).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -302,7 +277,7 @@ fn a_tampered_index_stops_the_build() {
     forged.extend_from_slice(body);
     std::fs::write(&idx, forged).unwrap();
     let out = e.dir.join("rootfs");
-    let o = rootfs_cmd(&e, &out).arg("--dry-run").output().unwrap();
+    let o = e.rootfs(&out).arg("--dry-run").output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("signature verification failed"), "{err}");
@@ -342,7 +317,7 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
     std::fs::set_permissions(&e.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = e.dir.join("rootfs");
     let mut c = common::osbuilder_as_nobody();
-    let inner = rootfs_cmd(&e, &out);
+    let inner = e.rootfs(&out);
     c.args(inner.get_args())
         .env("OSBUILDER_CACHE_DIR", e.dir.join("cache-nobody"))
         .env("SOURCE_DATE_EPOCH", "1700000000")

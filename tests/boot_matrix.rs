@@ -256,12 +256,7 @@ fn build_and_boot(
     let rootfs = d.path().join("rootfs");
     let built = catch(|| build(&rootfs));
     for artifact in [Artifact::Initrd, Artifact::Image] {
-        let cell = format!(
-            "{label} {} {} {}",
-            arch.name(),
-            init.name(),
-            artifact.name()
-        );
+        let cell = format!("{} {}", cell(label, arch, init), artifact.name());
         let outcome = match &built {
             Err(why) => Outcome::Fail {
                 bytes: None,
@@ -273,15 +268,12 @@ fn build_and_boot(
                 let r = catch(|| {
                     let f = pack(&rootfs, artifact, arch, &dir)?;
                     let bytes = std::fs::metadata(&f).map_err(|e| e.to_string())?.len();
-                    Ok((
-                        bytes,
-                        boot(kernel, &f, artifact, arch, init).map_err(|e| (bytes, e)),
-                    ))
+                    Ok((bytes, boot(kernel, &f, artifact, arch, init)))
                 });
                 let _ = std::fs::remove_dir_all(&dir);
                 match r {
                     Ok((bytes, Ok(ready))) => Outcome::Pass { bytes, ready },
-                    Ok((bytes, Err((_, why)))) => Outcome::Fail {
+                    Ok((bytes, Err(why))) => Outcome::Fail {
                         bytes: Some(bytes),
                         why,
                     },
@@ -306,11 +298,16 @@ fn catch<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
     }
 }
 
+/// The name of a cell, without its artifact: "debian aarch64 systemd".
+fn cell(label: &str, arch: Arch, init: Init) -> String {
+    format!("{label} {} {}", arch.name(), init.name())
+}
+
 /// Whether the run includes the cells of `label arch init`: `$BOOT_MATRIX_CELLS`, when set,
 /// is a comma-separated list of words that must all appear in a cell's name ("debian
 /// aarch64 systemd"), e.g. `alpine,ubuntu` or `debian x86_64`. Unset: every cell.
 fn wanted(label: &str, arch: Arch, init: Init) -> bool {
-    let name = format!("{label} {} {}", arch.name(), init.name());
+    let name = cell(label, arch, init);
     match std::env::var("BOOT_MATRIX_CELLS") {
         Ok(f) if !f.trim().is_empty() => f
             .split(',')
@@ -322,12 +319,7 @@ fn wanted(label: &str, arch: Arch, init: Init) -> bool {
 /// Both artifacts of a cell that cannot be reached, with the reason.
 fn unreachable(m: &mut Matrix, label: &str, arch: Arch, init: Init, why: &str) {
     for artifact in [Artifact::Initrd, Artifact::Image] {
-        let cell = format!(
-            "{label} {} {} {}",
-            arch.name(),
-            init.name(),
-            artifact.name()
-        );
+        let cell = format!("{} {}", cell(label, arch, init), artifact.name());
         m.push(cell, Outcome::Unreachable(why.to_string()));
     }
 }
@@ -383,8 +375,8 @@ fn debian_unreachable(mirror: &str, arch: Arch, flags: &[String]) -> Option<Stri
             .args(["--dry-run", "-o"])
             .arg(std::env::temp_dir().join("boot-matrix-dry-run")))
     };
-    // Written as "<mirror>": the reason goes into README.md, which names no registry host.
-    let relative = |s: String| s.replace(mirror.trim_end_matches('/'), "<mirror>");
+    // Written as "MIRROR": the reason goes into README.md, which names no registry host.
+    let relative = |s: String| s.replace(mirror.trim_end_matches('/'), "MIRROR");
     match plan(flags) {
         Ok(p) => {
             if let Some(w) =
@@ -489,33 +481,9 @@ fn alpine_cells(m: &mut Matrix, kernel: &Path) {
         return;
     }
     let repo = apkrepo::sample(true);
-    build_and_boot(
-        m,
-        "alpine (synthetic repository)",
-        Arch::X86_64,
-        Init::AgentInit,
-        kernel,
-        &|out| {
-            run(common::osbuilder()
-                .args([
-                    "rootfs",
-                    "--distro",
-                    "alpine",
-                    "--agent-init",
-                    "--arch",
-                    "x86_64",
-                ])
-                .args(["--os-version", "3.22", "--mirror", &repo.mirror])
-                .arg("--keys-dir")
-                .arg(&repo.keys)
-                .args(["--packages", "alpine-base"])
-                .arg("--cache-dir")
-                .arg(repo.dir.join("cache"))
-                .arg("-o")
-                .arg(out))
-            .map(drop)
-        },
-    );
+    build_and_boot(m, ALPINE, Arch::X86_64, Init::AgentInit, kernel, &|out| {
+        run(&mut repo.rootfs(out)).map(drop)
+    });
 }
 
 /// The least an Ubuntu agent-init guest is: base-files (os-release, the merged-/usr links,
@@ -564,33 +532,26 @@ fn ubuntu_cells(m: &mut Matrix, kernel: &Path) {
         return;
     }
     let repo = deb_support::signed_repo("ubuntu", "resolute", "amd64", &ubuntu_packages());
-    build_and_boot(
-        m,
-        "ubuntu (synthetic repository)",
-        Arch::X86_64,
-        Init::AgentInit,
-        kernel,
-        &|out| {
-            run(common::osbuilder()
-                .args([
-                    "rootfs",
-                    "--distro",
-                    "ubuntu",
-                    "--agent-init",
-                    "--arch",
-                    "x86_64",
-                ])
-                .args(["--mirror", &repo.url])
-                .arg("--keyring")
-                .arg(&repo.key.public)
-                .args(["--packages", "base-files,base-passwd,busybox-static"])
-                .arg("--cache-dir")
-                .arg(repo.dir.join("cache"))
-                .arg("-o")
-                .arg(out))
-            .map(drop)
-        },
-    );
+    build_and_boot(m, UBUNTU, Arch::X86_64, Init::AgentInit, kernel, &|out| {
+        run(common::osbuilder()
+            .args([
+                "rootfs",
+                "--distro",
+                "ubuntu",
+                "--agent-init",
+                "--arch",
+                "x86_64",
+            ])
+            .args(["--mirror", &repo.url])
+            .arg("--keyring")
+            .arg(&repo.key.public)
+            .args(["--packages", "base-files,base-passwd,busybox-static"])
+            .arg("--cache-dir")
+            .arg(repo.dir.join("cache"))
+            .arg("-o")
+            .arg(out))
+        .map(drop)
+    });
 }
 
 #[test]
@@ -621,7 +582,7 @@ fn boot_matrix() {
         "Booted under QEMU TCG (one guest at a time), Debian's kernel per arch; {} cores; \
          the run took {} min.\n\n",
         std::thread::available_parallelism().map_or(1, |n| n.get()),
-        took.as_secs().div_ceil(60)
+        (took.as_secs() + 30) / 60
     );
     let file = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("boot-matrix.md");
     std::fs::write(&file, format!("{head}{table}")).unwrap();

@@ -581,3 +581,30 @@ pub fn sample(with_paths_list: bool) -> Sample {
         keys,
     }
 }
+
+impl Sample {
+    /// `osbuilder rootfs --distro alpine --agent-init` of alpine-base from the sample
+    /// repository (its own download cache), into `out`.
+    pub fn rootfs(&self, out: &Path) -> std::process::Command {
+        let mut c = super::osbuilder();
+        c.args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--agent-init",
+            "--arch",
+            SAMPLE_ARCH,
+            "--os-version",
+            "3.22",
+        ])
+        .args(["--mirror", &self.mirror])
+        .arg("--keys-dir")
+        .arg(&self.keys)
+        .args(["--packages", "alpine-base"])
+        .arg("-o")
+        .arg(out)
+        .env("OSBUILDER_CACHE_DIR", self.dir.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+        c
+    }
+}
