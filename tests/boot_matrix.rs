@@ -360,58 +360,41 @@ fn debian_rootfs(mirror: &str, flags: &[String]) -> std::process::Command {
 /// Why a Debian cell cannot be built and booted here (every reason found), or None: QEMU,
 /// then the pool files of the cell's plan and of the kernel's.
 fn debian_unreachable(mirror: &str, arch: Arch, flags: &[String]) -> Option<String> {
-    let mut why = Vec::new();
-    if let Some(q) = qemu_missing(arch) {
-        why.push(q);
-    }
-    let suite = osbuilder::distro::DistroSet::embedded()
-        .unwrap()
-        .get("debian")
-        .unwrap()
-        .default_version
-        .clone();
-    let plan = |flags: &[String]| {
-        run(debian_rootfs(mirror, flags)
-            .args(["--dry-run", "-o"])
-            .arg(std::env::temp_dir().join("boot-matrix-dry-run")))
-    };
+    let mut why: Vec<String> = qemu_missing(arch).into_iter().collect();
+    let sets = osbuilder::distro::DistroSet::embedded().unwrap();
+    let debian = sets.get("debian").unwrap();
+    let kernel = &debian.kernel[&arch];
     // Written as "MIRROR": the reason goes into README.md, which names no registry host.
     let relative = |s: String| s.replace(mirror.trim_end_matches('/'), "MIRROR");
-    match plan(flags) {
-        Ok(p) => {
-            if let Some(w) =
-                needs::pool_unserved(mirror, &suite, arch.debian(), &needs::plan_pairs(p.lines()))
-            {
-                why.push(format!("packages: {}", relative(w)));
-            }
+    // The pool files of a `rootfs --dry-run` plan (its lines that `keep`), probed.
+    let mut probe = |what: String, flags: &[String], keep: &dyn Fn(&str) -> bool| {
+        let plan = run(debian_rootfs(mirror, flags)
+            .args(["--dry-run", "-o"])
+            .arg(std::env::temp_dir().join("boot-matrix-dry-run")));
+        let unserved = plan.map(|p| {
+            let pairs = needs::plan_pairs(p.lines().filter(|l| keep(l)));
+            needs::pool_unserved(mirror, &debian.default_version, arch.debian(), &pairs)
+        });
+        match unserved {
+            Ok(None) => {}
+            Ok(Some(w)) => why.push(format!("{what}: {}", relative(w))),
+            Err(e) => why.push(format!("{what}: {e}")),
         }
-        Err(e) => why.push(format!("packages: {e}")),
-    }
-    let kernel = osbuilder::distro::DistroSet::embedded()
-        .unwrap()
-        .get("debian")
-        .unwrap()
-        .kernel[&arch]
-        .clone();
-    let kflags: Vec<String> = [
+    };
+    probe("packages".into(), flags, &|_| true);
+    let kflags = [
         "--arch",
         arch.name(),
         "--agent-init",
         "--no-agent",
         "--packages",
-        &kernel,
-    ]
-    .map(String::from)
-    .to_vec();
-    match plan(&kflags) {
-        Ok(p) => {
-            let files = needs::plan_pairs(p.lines().filter(|l| l.starts_with("linux-image")));
-            if let Some(w) = needs::pool_unserved(mirror, &suite, arch.debian(), &files) {
-                why.push(format!("kernel ({kernel}): {}", relative(w)));
-            }
-        }
-        Err(e) => why.push(format!("kernel ({kernel}): {e}")),
-    }
+        kernel,
+    ];
+    probe(
+        format!("kernel ({kernel})"),
+        &kflags.map(String::from),
+        &|l| l.starts_with("linux-image"),
+    );
     (!why.is_empty()).then(|| why.join("; "))
 }
 
