@@ -8,175 +8,11 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::apkrepo::{self, Entry, Pkg};
+use common::apkrepo;
 use osbuilder::tree::{Kind, ScanOptions, Tree};
-
-const ARCH: &str = "x86_64";
 
 fn osbuilder() -> Command {
     Command::new(env!("CARGO_BIN_EXE_osbuilder"))
-}
-
-/// Debian's busybox-static binary (the package the CI installs).
-fn static_busybox() -> Vec<u8> {
-    let b = std::fs::read("/bin/busybox")
-        .expect("/bin/busybox is missing: install Debian's busybox-static package");
-    assert!(
-        common::is_static_elf(&b),
-        "/bin/busybox is dynamically linked: install Debian's busybox-static package"
-    );
-    b
-}
-
-/// Whether a 64-bit little-endian ELF file has a PT_INTERP program header (is dynamic).
-fn busybox_paths() -> String {
-    let out = Command::new("/bin/busybox")
-        .arg("--list-full")
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A small Alpine-like repository: baselayout (data + dirs), busybox, a library
-/// reached through `so:`, an install_if doc package, and the alpine-base meta package.
-fn repo_packages(with_paths_list: bool) -> Vec<Pkg> {
-    let mut data = Pkg::new("alpine-baselayout-data", "3.6.8-r1", "noarch");
-    data.files = vec![
-        Entry::dir("etc"),
-        Entry::file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
-        Entry::file("etc/group", b"root:x:0:root\nshadow:x:42:\n", 0o644),
-        Entry::file("etc/shadow", b"root:*::0:::::\n", 0o640),
-        Entry::file("etc/hostname", b"osbuilder\n", 0o644),
-        Entry::file(
-            "etc/inittab",
-            b"::sysinit:/bin/echo OSBUILDER-ALPINE-READY\n::sysinit:/bin/busybox poweroff -f\n",
-            0o644,
-        ),
-    ];
-    let mut base = Pkg::new("alpine-baselayout", "3.6.8-r1", ARCH);
-    base.depends = vec!["alpine-baselayout-data=3.6.8-r1".into(), "/bin/sh".into()];
-    base.files = vec![
-        Entry::dir("dev"),
-        Entry::dir("proc"),
-        Entry::dir("sys"),
-        Entry::dir("etc"),
-        Entry::dir("etc/crontabs"),
-        Entry::file(
-            "etc/crontabs/root",
-            b"# min hour day month weekday command\n",
-            0o600,
-        ),
-        Entry {
-            mode: 0o700,
-            ..Entry::dir("root")
-        },
-        Entry {
-            mode: 0o1777,
-            ..Entry::dir("tmp")
-        },
-        Entry::dir("var"),
-        Entry::symlink("var/run", "/run"),
-        Entry::dir("run"),
-    ];
-    base.scripts = vec![(
-        ".post-install".into(),
-        b"#!/bin/sh\nchmod 640 /etc/shadow\n".to_vec(),
-    )];
-    let mut bb = Pkg::new("busybox", "1.35.0-r99", ARCH);
-    bb.provides = vec!["/bin/sh".into(), "cmd:busybox=1.35.0-r99".into()];
-    bb.depends = vec!["so:libosb.so.1".into()];
-    bb.files = vec![
-        Entry::dir("bin"),
-        Entry::file("bin/busybox", &static_busybox(), 0o755),
-        Entry::dir("etc"),
-        Entry::file("etc/securetty", b"console\n", 0o644),
-    ];
-    if with_paths_list {
-        bb.files.push(Entry::dir("etc/busybox-paths.d"));
-        bb.files.push(Entry::file(
-            "etc/busybox-paths.d/busybox",
-            busybox_paths().as_bytes(),
-            0o644,
-        ));
-    }
-    bb.scripts = vec![(
-        ".post-install".into(),
-        b"#!/bin/busybox sh\n/bin/busybox --install -s\n".to_vec(),
-    )];
-    let mut lib = Pkg::new("libosb", "1.0-r0", ARCH);
-    lib.provides = vec!["so:libosb.so.1=1.0.0".into()];
-    lib.files = vec![
-        Entry::dir("usr"),
-        Entry::dir("usr/lib"),
-        Entry::file("usr/lib/libosb.so.1", b"not really a library\n", 0o755),
-        Entry::hardlink("usr/lib/libosb.so.1.0", "usr/lib/libosb.so.1"),
-    ];
-    // An older libosb that must lose to 1.0-r0.
-    let mut lib_old = Pkg::new("libosb", "0.9_rc1-r3", ARCH);
-    lib_old.provides = vec!["so:libosb.so.1=0.9".into()];
-    lib_old.files = vec![Entry::dir("usr")];
-    let mut doc = Pkg::new("busybox-doc", "1.35.0-r99", "noarch");
-    doc.install_if = vec!["docs".into(), "busybox=1.35.0-r99".into()];
-    doc.files = vec![
-        Entry::dir("usr"),
-        Entry::dir("usr/share"),
-        Entry::file("usr/share/bb.txt", b"doc\n", 0o644),
-    ];
-    let mut docs = Pkg::new("docs", "0.2-r0", "noarch");
-    docs.files = vec![];
-    let mut meta = Pkg::new("alpine-base", "3.22.0-r0", ARCH);
-    meta.depends = vec!["alpine-baselayout".into(), "busybox".into(), "docs".into()];
-    vec![data, base, bb, lib, lib_old, doc, docs, meta]
-}
-
-struct Env {
-    _dir: tempfile::TempDir,
-    dir: PathBuf,
-    mirror: String,
-    keys: PathBuf,
-}
-
-fn setup(with_paths_list: bool) -> Env {
-    let d = tempfile::tempdir().unwrap();
-    let dir = d.path().to_path_buf();
-    let www = dir.join("www");
-    apkrepo::write_repo(
-        &www,
-        "v3.22",
-        ARCH,
-        &repo_packages(with_paths_list),
-        apkrepo::test_key(),
-    );
-    let keys = apkrepo::write_keys_dir(&dir);
-    Env {
-        mirror: apkrepo::serve(&www),
-        _dir: d,
-        dir,
-        keys,
-    }
-}
-
-fn rootfs_cmd(e: &Env, out: &Path) -> Command {
-    let mut c = osbuilder();
-    c.args([
-        "rootfs",
-        "--distro",
-        "alpine",
-        "--agent-init",
-        "--arch",
-        ARCH,
-        "--os-version",
-        "3.22",
-    ])
-    .args(["--mirror", &e.mirror])
-    .arg("--keys-dir")
-    .arg(&e.keys)
-    .args(["--packages", "alpine-base"])
-    .arg("-o")
-    .arg(out)
-    .env("OSBUILDER_CACHE_DIR", e.dir.join("cache"))
-    .env("SOURCE_DATE_EPOCH", "1700000000");
-    c
 }
 
 fn run_ok(c: &mut Command) -> String {
@@ -192,12 +28,12 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     if !common::needs::tools(&[("cpio", "cpio")]) {
         return;
     }
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     let out = e.dir.join("out/rootfs");
     std::fs::create_dir(e.dir.join("out")).unwrap();
 
     // The plan first.
-    let plan = run_ok(rootfs_cmd(&e, &out).arg("--dry-run"));
+    let plan = run_ok(e.rootfs(&out).arg("--dry-run"));
     let lines: Vec<&str> = plan.lines().collect();
     assert_eq!(lines.len(), 7, "{plan}");
     assert!(
@@ -221,7 +57,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
     assert!(pos("libosb") < pos("busybox") && pos("busybox") < pos("busybox-doc"));
     assert!(!out.exists(), "--dry-run wrote the rootfs");
 
-    run_ok(&mut rootfs_cmd(&e, &out));
+    run_ok(&mut e.rootfs(&out));
     let r = |p: &str| out.join(p);
     assert!(r("bin/busybox").is_file());
     assert_eq!(
@@ -372,7 +208,7 @@ fn synthetic_repository_builds_an_agent_init_rootfs_that_packs_into_an_initrd() 
 
     // Reproducible: the same inputs and SOURCE_DATE_EPOCH give the same initrd.
     let out2 = e.dir.join("out/rootfs2");
-    run_ok(&mut rootfs_cmd(&e, &out2));
+    run_ok(&mut e.rootfs(&out2));
     let initrd2 = e.dir.join("initrd2.gz");
     run_ok(
         osbuilder()
@@ -411,10 +247,10 @@ fn boot_if_possible(initrd: &Path) {
 
 #[test]
 fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
-    let e = setup(false);
+    let e = apkrepo::sample(false);
     let out = e.dir.join("rootfs");
     let stderr = {
-        let o = rootfs_cmd(&e, &out).output().unwrap();
+        let o = e.rootfs(&out).output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
@@ -431,7 +267,7 @@ fn applet_links_come_from_the_binary_when_no_list_is_shipped() {
 
 #[test]
 fn a_tampered_index_stops_the_build() {
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     let idx = e.dir.join("www/v3.22/main/x86_64/APKINDEX.tar.gz");
     // Re-sign the index with a key the build does not trust.
     let bytes = std::fs::read(&idx).unwrap();
@@ -441,7 +277,7 @@ fn a_tampered_index_stops_the_build() {
     forged.extend_from_slice(body);
     std::fs::write(&idx, forged).unwrap();
     let out = e.dir.join("rootfs");
-    let o = rootfs_cmd(&e, &out).arg("--dry-run").output().unwrap();
+    let o = e.rootfs(&out).arg("--dry-run").output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("signature verification failed"), "{err}");
@@ -476,12 +312,12 @@ fn unprivileged_build_records_ownership_in_the_metadata() {
     if !common::needs::root() {
         return;
     }
-    let e = setup(true);
+    let e = apkrepo::sample(true);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&e.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let out = e.dir.join("rootfs");
     let mut c = common::osbuilder_as_nobody();
-    let inner = rootfs_cmd(&e, &out);
+    let inner = e.rootfs(&out);
     c.args(inner.get_args())
         .env("OSBUILDER_CACHE_DIR", e.dir.join("cache-nobody"))
         .env("SOURCE_DATE_EPOCH", "1700000000")

@@ -41,14 +41,7 @@ fn build_trixie(arch: &str, elf: &str) {
             .any(|l| l.starts_with("libc6 ") && l.contains(arch)),
         "{plan}"
     );
-    // "name version arch size" per line.
-    let packages: Vec<(String, String)> = plan
-        .lines()
-        .filter_map(|l| {
-            let mut w = l.split_whitespace();
-            Some((w.next()?.to_string(), w.next()?.to_string()))
-        })
-        .collect();
+    let packages = needs::plan_pairs(plan.lines());
     if !needs::pool_served(&url, "trixie", arch, &packages) {
         return;
     }

@@ -436,20 +436,10 @@ fn agent_init_set_amd64_matches_mmdebstrap() {
     amd64_parity("agent-init");
 }
 
-/// The (package, version) pairs of plan lines, for [`needs::pool_served`].
-fn pairs(plan: &[String]) -> Vec<(String, String)> {
-    plan.iter()
-        .filter_map(|l| {
-            let mut f = l.split(' ');
-            Some((f.next()?.to_string(), f.next()?.to_string()))
-        })
-        .collect()
-}
-
 /// The arm64 agent-init reference plan, when the mirror serves every file of it.
 fn arm64_plan(mirror: &str) -> Option<Vec<String>> {
     let plan = reference_plan(mirror, "arm64", "agent-init");
-    needs::pool_served(mirror, SUITE, "arm64", &pairs(&plan)).then_some(plan)
+    needs::pool_served(mirror, SUITE, "arm64", &needs::plan_pairs(&plan)).then_some(plan)
 }
 
 /// osbuilder's arm64 build of the agent-init reference set, shared by the arm64 tests.

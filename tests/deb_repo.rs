@@ -43,31 +43,8 @@ fn universe() -> Vec<Pkg> {
     ]
 }
 
-struct Repo {
-    _dir: tempfile::TempDir,
-    dir: std::path::PathBuf,
-    url: String,
-    key: Gpg,
-}
-
 fn repo(subdir: &str, arch: &str, pkgs: &[Pkg]) -> Repo {
-    let dir = tempfile::tempdir().unwrap();
-    std::process::Command::new("chmod")
-        .arg("755")
-        .arg(dir.path())
-        .status()
-        .unwrap();
-    let key = gpg_key(dir.path(), "repo");
-    let root = dir.path().join("www").join(subdir);
-    std::fs::create_dir_all(&root).unwrap();
-    write_repo(&root, SUITE, arch, pkgs, &key, "");
-    let url = format!("{}/{subdir}", serve(&dir.path().join("www")));
-    Repo {
-        dir: dir.path().to_path_buf(),
-        _dir: dir,
-        url,
-        key,
-    }
+    signed_repo(subdir, SUITE, arch, pkgs)
 }
 
 fn build(r: &Repo, distro: &str, arch: &str, extra: &[&str], out: &Path) -> (bool, String, String) {

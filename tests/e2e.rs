@@ -129,14 +129,7 @@ fn aarch64_rootfs_boots_under_qemu_system_aarch64() {
     let d = open_tempdir();
     // The agent: a script run by Debian's static arm64 busybox, installed from the arm64
     // archive into the rootfs (no code of the target runs on the host).
-    let agent = d.path().join("agent.sh");
-    std::fs::write(
-        &agent,
-        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
-         echo \"osbuilder-agent: ready kernel=$(/bin/busybox uname -r) arch=$(/bin/busybox uname -m) pid=$$\"\n\
-         echo 'osbuilder-agent: powering off'\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
+    let agent = busybox_agent(d.path());
     let r = d.path().join("rootfs");
     let agent_arg = agent.to_str().unwrap();
     if rootfs(

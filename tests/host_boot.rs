@@ -137,14 +137,7 @@ fn virtualization_host_boots_xen_dom0_and_the_bundled_guest() {
     let d = open_tempdir();
     // The guest: Debian arm64, a busybox script agent as PID 1, from an initrd; its rootfs
     // also as its disk (xvda), so dom0's block backend and hotplug scripts are exercised.
-    let agent = d.path().join("agent.sh");
-    std::fs::write(
-        &agent,
-        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
-         echo \"osbuilder-agent: ready kernel=$(/bin/busybox uname -r) arch=$(/bin/busybox uname -m) pid=$$\"\n\
-         echo 'osbuilder-agent: powering off'\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
+    let agent = busybox_agent(d.path());
     let guest = d.path().join("guest");
     let agent_arg = agent.to_str().unwrap();
     if rootfs(

@@ -435,20 +435,6 @@ fn arm64_rootfs(out: &Path, args: &[&str]) -> Option<()> {
     Some(())
 }
 
-/// The agent of the arm64 guests: a script for Debian's static busybox (the reference agent
-/// is built for the host only), as tests/e2e.rs uses.
-pub fn busybox_agent(dir: &Path) -> PathBuf {
-    let agent = dir.join("agent.sh");
-    std::fs::write(
-        &agent,
-        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
-         echo \"osbuilder-agent: ready kernel=$(/bin/busybox uname -r) arch=$(/bin/busybox uname -m) pid=$$\"\n\
-         echo 'osbuilder-agent: powering off'\n/bin/busybox poweroff -f\n",
-    )
-    .unwrap();
-    agent
-}
-
 #[test]
 fn bundle_of_a_debian_arm64_agent_init_guest_is_complete_and_reproducible() {
     if !needs::tools(&[

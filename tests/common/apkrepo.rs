@@ -467,3 +467,166 @@ pub fn serve(root: &Path) -> String {
     });
     format!("http://127.0.0.1:{port}")
 }
+
+/// The arch of [`sample_packages`] (the host's busybox is in it).
+pub const SAMPLE_ARCH: &str = "x86_64";
+
+/// The applet paths busybox lists (`--list-full`), as Alpine ships them in
+/// /etc/busybox-paths.d.
+fn busybox_paths() -> String {
+    let out = std::process::Command::new("/bin/busybox")
+        .arg("--list-full")
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A small Alpine-like repository for [`SAMPLE_ARCH`]: baselayout (data + dirs), busybox, a library
+/// reached through `so:`, an install_if doc package, and the alpine-base meta package.
+pub fn sample_packages(with_paths_list: bool) -> Vec<Pkg> {
+    let mut data = Pkg::new("alpine-baselayout-data", "3.6.8-r1", "noarch");
+    data.files = vec![
+        Entry::dir("etc"),
+        Entry::file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644),
+        Entry::file("etc/group", b"root:x:0:root\nshadow:x:42:\n", 0o644),
+        Entry::file("etc/shadow", b"root:*::0:::::\n", 0o640),
+        Entry::file("etc/hostname", b"osbuilder\n", 0o644),
+        Entry::file(
+            "etc/inittab",
+            b"::sysinit:/bin/echo OSBUILDER-ALPINE-READY\n::sysinit:/bin/busybox poweroff -f\n",
+            0o644,
+        ),
+    ];
+    let mut base = Pkg::new("alpine-baselayout", "3.6.8-r1", SAMPLE_ARCH);
+    base.depends = vec!["alpine-baselayout-data=3.6.8-r1".into(), "/bin/sh".into()];
+    base.files = vec![
+        Entry::dir("dev"),
+        Entry::dir("proc"),
+        Entry::dir("sys"),
+        Entry::dir("etc"),
+        Entry::dir("etc/crontabs"),
+        Entry::file(
+            "etc/crontabs/root",
+            b"# min hour day month weekday command\n",
+            0o600,
+        ),
+        Entry {
+            mode: 0o700,
+            ..Entry::dir("root")
+        },
+        Entry {
+            mode: 0o1777,
+            ..Entry::dir("tmp")
+        },
+        Entry::dir("var"),
+        Entry::symlink("var/run", "/run"),
+        Entry::dir("run"),
+    ];
+    base.scripts = vec![(
+        ".post-install".into(),
+        b"#!/bin/sh\nchmod 640 /etc/shadow\n".to_vec(),
+    )];
+    let mut bb = Pkg::new("busybox", "1.35.0-r99", SAMPLE_ARCH);
+    bb.provides = vec!["/bin/sh".into(), "cmd:busybox=1.35.0-r99".into()];
+    bb.depends = vec!["so:libosb.so.1".into()];
+    bb.files = vec![
+        Entry::dir("bin"),
+        Entry::file("bin/busybox", &super::static_busybox(), 0o755),
+        Entry::dir("etc"),
+        Entry::file("etc/securetty", b"console\n", 0o644),
+    ];
+    if with_paths_list {
+        bb.files.push(Entry::dir("etc/busybox-paths.d"));
+        bb.files.push(Entry::file(
+            "etc/busybox-paths.d/busybox",
+            busybox_paths().as_bytes(),
+            0o644,
+        ));
+    }
+    bb.scripts = vec![(
+        ".post-install".into(),
+        b"#!/bin/busybox sh\n/bin/busybox --install -s\n".to_vec(),
+    )];
+    let mut lib = Pkg::new("libosb", "1.0-r0", SAMPLE_ARCH);
+    lib.provides = vec!["so:libosb.so.1=1.0.0".into()];
+    lib.files = vec![
+        Entry::dir("usr"),
+        Entry::dir("usr/lib"),
+        Entry::file("usr/lib/libosb.so.1", b"not really a library\n", 0o755),
+        Entry::hardlink("usr/lib/libosb.so.1.0", "usr/lib/libosb.so.1"),
+    ];
+    // An older libosb that must lose to 1.0-r0.
+    let mut lib_old = Pkg::new("libosb", "0.9_rc1-r3", SAMPLE_ARCH);
+    lib_old.provides = vec!["so:libosb.so.1=0.9".into()];
+    lib_old.files = vec![Entry::dir("usr")];
+    let mut doc = Pkg::new("busybox-doc", "1.35.0-r99", "noarch");
+    doc.install_if = vec!["docs".into(), "busybox=1.35.0-r99".into()];
+    doc.files = vec![
+        Entry::dir("usr"),
+        Entry::dir("usr/share"),
+        Entry::file("usr/share/bb.txt", b"doc\n", 0o644),
+    ];
+    let mut docs = Pkg::new("docs", "0.2-r0", "noarch");
+    docs.files = vec![];
+    let mut meta = Pkg::new("alpine-base", "3.22.0-r0", SAMPLE_ARCH);
+    meta.depends = vec!["alpine-baselayout".into(), "busybox".into(), "docs".into()];
+    vec![data, base, bb, lib, lib_old, doc, docs, meta]
+}
+
+/// [`sample_packages`] written, signed and served: `mirror` for `--mirror`, `keys` for
+/// `--keys-dir`, `dir` a scratch folder that lives as long as the value.
+pub struct Sample {
+    _dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub mirror: String,
+    pub keys: PathBuf,
+}
+
+/// The sample repository (release v3.22), served on 127.0.0.1. `with_paths_list`: busybox
+/// ships its applet list.
+pub fn sample(with_paths_list: bool) -> Sample {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().to_path_buf();
+    let www = dir.join("www");
+    write_repo(
+        &www,
+        "v3.22",
+        SAMPLE_ARCH,
+        &sample_packages(with_paths_list),
+        test_key(),
+    );
+    let keys = write_keys_dir(&dir);
+    Sample {
+        mirror: serve(&www),
+        _dir: d,
+        dir,
+        keys,
+    }
+}
+
+impl Sample {
+    /// `osbuilder rootfs --distro alpine --agent-init` of alpine-base from the sample
+    /// repository (its own download cache), into `out`.
+    pub fn rootfs(&self, out: &Path) -> std::process::Command {
+        let mut c = super::osbuilder();
+        c.args([
+            "rootfs",
+            "--distro",
+            "alpine",
+            "--agent-init",
+            "--arch",
+            SAMPLE_ARCH,
+            "--os-version",
+            "3.22",
+        ])
+        .args(["--mirror", &self.mirror])
+        .arg("--keys-dir")
+        .arg(&self.keys)
+        .args(["--packages", "alpine-base"])
+        .arg("-o")
+        .arg(out)
+        .env("OSBUILDER_CACHE_DIR", self.dir.join("cache"))
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+        c
+    }
+}

@@ -11,13 +11,11 @@ static FETCHING: Mutex<()> = Mutex::new(());
 /// mirror cannot be reached (probed independently of osbuilder). Once the mirror answers, a
 /// failed `kernel fetch` is a failure.
 pub fn kernel(arch: &str) -> Option<PathBuf> {
-    let (qemu, package) = match arch {
-        "x86_64" => ("qemu-system-x86_64", "qemu-system-x86"),
-        "aarch64" => ("qemu-system-aarch64", "qemu-system-arm"),
-        "ppc64le" => ("qemu-system-ppc64", "qemu-system-ppc"),
-        _ => ("qemu-system-s390x", "qemu-system-misc"),
-    };
-    if !super::needs::tools(&[(qemu, package)]) {
+    let qemu = arch
+        .parse::<osbuilder::arch::Arch>()
+        .unwrap_or_else(|e| panic!("{arch}: {e}"))
+        .qemu();
+    if !super::needs::tools(&[(qemu.binary, qemu.debian_package)]) {
         return None;
     }
     let _guard = FETCHING.lock().unwrap_or_else(|e| e.into_inner());

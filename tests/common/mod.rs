@@ -194,3 +194,30 @@ pub fn is_static_elf(elf: &[u8]) -> bool {
             .is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap()) != PT_INTERP)
     })
 }
+
+/// An agent for guests of an arch the reference agent is not built for: a script run by
+/// Debian's static busybox (package busybox-static, installed from the target's archive, so
+/// no code of the target runs on the host). It prints the reference agent's ready line and
+/// powers the guest off, as PID 1 or as systemd's kata-agent.service.
+pub fn busybox_agent(dir: &Path) -> PathBuf {
+    let agent = dir.join("agent.sh");
+    std::fs::write(
+        &agent,
+        "#!/bin/busybox sh\n/bin/busybox mount -t proc proc /proc\n\
+         echo \"osbuilder-agent: ready kernel=$(/bin/busybox uname -r) arch=$(/bin/busybox uname -m) pid=$$\"\n\
+         echo 'osbuilder-agent: powering off'\n/bin/busybox poweroff -f\n",
+    )
+    .unwrap();
+    agent
+}
+
+/// The host's Debian busybox-static binary (/bin/busybox), for synthetic x86_64 guests.
+pub fn static_busybox() -> Vec<u8> {
+    let b = std::fs::read("/bin/busybox")
+        .expect("/bin/busybox is missing: install Debian's busybox-static package");
+    assert!(
+        is_static_elf(&b),
+        "/bin/busybox is dynamically linked: install Debian's busybox-static package"
+    );
+    b
+}

@@ -181,6 +181,24 @@ pub fn mirror() -> Option<String> {
 /// 2026-12-01); that is an environment fact, so the test is skipped, visibly. When the probe
 /// itself cannot tell, the test runs.
 pub fn pool_served(mirror: &str, suite: &str, arch: &str, plan: &[(String, String)]) -> bool {
+    match pool_unserved(mirror, suite, arch, plan) {
+        Some(why) => {
+            skip(Missing::Network(why));
+            false
+        }
+        None => true,
+    }
+}
+
+/// Why the mirror does not serve every pool file of `plan` (see [`pool_served`]), or None
+/// when it does — or when the probe cannot tell (noted on stderr), so that the build is
+/// tried rather than called unreachable.
+pub fn pool_unserved(
+    mirror: &str,
+    suite: &str,
+    arch: &str,
+    plan: &[(String, String)],
+) -> Option<String> {
     let index = join(
         mirror,
         &format!("dists/{suite}/main/binary-{arch}/Packages.xz"),
@@ -188,8 +206,8 @@ pub fn pool_served(mirror: &str, suite: &str, arch: &str, plan: &[(String, Strin
     let files = match pool_files(&index, plan) {
         Ok(f) => f,
         Err(e) => {
-            eprintln!("note: could not probe the {arch} pool ({e}); running the test");
-            return true;
+            eprintln!("note: could not probe the {arch} pool ({e}); trying the build");
+            return None;
         }
     };
     for file in &files {
@@ -197,19 +215,27 @@ pub fn pool_served(mirror: &str, suite: &str, arch: &str, plan: &[(String, Strin
         match status(&url, "HEAD") {
             Ok(200) => {}
             Ok(code) => {
-                skip(Missing::Network(format!(
+                return Some(format!(
                     "the mirror lists the {arch} packages this build needs but does not serve \
                      them all (HEAD {url} → {code})"
-                )));
-                return false;
+                ));
             }
-            Err(e) => {
-                skip(Missing::Network(format!("{url}: {e}")));
-                return false;
-            }
+            Err(e) => return Some(format!("{url}: {e}")),
         }
     }
-    true
+    None
+}
+
+/// The (package, version) pairs of `rootfs --dry-run` plan lines ("name version arch
+/// size"), for [`pool_served`].
+pub fn plan_pairs<S: AsRef<str>>(lines: impl IntoIterator<Item = S>) -> Vec<(String, String)> {
+    lines
+        .into_iter()
+        .filter_map(|l| {
+            let mut w = l.as_ref().split_whitespace();
+            Some((w.next()?.to_string(), w.next()?.to_string()))
+        })
+        .collect()
 }
 
 /// The `Filename:` of each (package, version) of `plan` in a Packages.xz.

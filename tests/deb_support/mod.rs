@@ -291,6 +291,36 @@ pub fn write_repo(
     std::fs::write(dists.join("InRelease"), clearsign(key, release.as_bytes())).unwrap();
 }
 
+/// A repository written by [`write_repo`] under `www/<subdir>` of a fresh folder (mode
+/// 755, so an unprivileged build can read it), signed with a fresh key and served: `url` is
+/// the mirror (`--mirror`), `key.public` the keyring to trust (`--keyring`).
+pub struct Repo {
+    _dir: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub url: String,
+    pub key: Gpg,
+}
+
+pub fn signed_repo(subdir: &str, suite: &str, arch: &str, pkgs: &[Pkg]) -> Repo {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new("chmod")
+        .arg("755")
+        .arg(dir.path())
+        .status()
+        .unwrap();
+    let key = gpg_key(dir.path(), "repo");
+    let root = dir.path().join("www").join(subdir);
+    std::fs::create_dir_all(&root).unwrap();
+    write_repo(&root, suite, arch, pkgs, &key, "");
+    let url = format!("{}/{subdir}", serve(&dir.path().join("www")));
+    Repo {
+        dir: dir.path().to_path_buf(),
+        _dir: dir,
+        url,
+        key,
+    }
+}
+
 /// Serve `root` over HTTP on 127.0.0.1 (GET only) from a background thread.
 pub fn serve(root: &Path) -> String {
     serve_with(root, |_| Fault::None)
