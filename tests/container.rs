@@ -288,23 +288,34 @@ fn engine_problems_are_clear_errors_and_leave_nothing() {
         assert_eq!(code, 2);
     }
 
-    // A distro without a builder definition.
+    // A distro without a builder definition (every shipped distro has one: a site's own).
+    let distros = d.path().join("distros");
+    std::fs::create_dir_all(distros.join("nobuilder")).unwrap();
+    std::fs::write(
+        distros.join("nobuilder/distro.toml"),
+        "name = \"nobuilder\"\npretty_name = \"No builder\"\npackage_format = \"apk\"\n\
+         default_version = \"1\"\narches = [\"x86_64\", \"aarch64\"]\n\
+         init_modes = [\"agent-init\"]\ndefault_init = \"agent-init\"\n",
+    )
+    .unwrap();
     let code = refused(
         osb()
+            .env("OSBUILDER_DISTROS_DIR", &distros)
             .args([
                 "rootfs",
                 "--distro",
-                "clearlinux",
+                "nobuilder",
                 "--builder",
                 "podman",
                 "-o",
             ])
             .arg(&out),
         d.path(),
-        &["bin", "fake"],
+        &["bin", "fake", "distros"],
         &["no builder container definition", "--builder native"],
     );
     assert_eq!(code, 2);
+    std::fs::remove_dir_all(&distros).unwrap();
 
     // Rootless without subordinate ids: nobody has none here.
     if needs::root()

@@ -185,6 +185,15 @@ impl BuilderDef {
         Ok(())
     }
 
+    /// Whether the installer is handed the guest's path filters (`{path_filter}`): then it
+    /// applies them itself, maintainer scripts included, and the host does not again.
+    pub fn takes_path_filter(&self) -> bool {
+        self.run
+            .iter()
+            .flatten()
+            .any(|a| a.contains("{path_filter}"))
+    }
+
     /// The commands for one request, placeholders filled in.
     pub fn commands(&self, v: &RunValues) -> Vec<Vec<String>> {
         self.run

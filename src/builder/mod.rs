@@ -331,12 +331,19 @@ pub fn build(
     let values = with_repos(values, &plan);
     let script = def.script(&values);
     let keys = KeysDir::write(d, opts, staged.dest())?;
-    // The guest's path filters apply to the tree the container hands back, as natively
-    // to each package: both give the same guest, whatever the distro's tool can filter.
+    // The guest's path filters: an installer that takes them (dpkg's path-exclude) applies
+    // them to the packages as it unpacks, as dpkg would, and what its maintainer scripts write
+    // stays; for the others (apk, dnf) the host applies them to the tree that comes back.
+    let filter = crate::rootfs::path_filter(target, opts)?;
+    let by_installer = def.takes_path_filter();
     let mut ex = crate::pkg::extract::Extractor::new(
         staged.path(),
         crate::pkg::extract::ExtractOptions {
-            filter: crate::rootfs::path_filter(target, opts)?,
+            filter: if by_installer {
+                Default::default()
+            } else {
+                filter.clone()
+            },
             ..Default::default()
         },
     )?;
@@ -359,7 +366,15 @@ pub fn build(
         &mut ex,
     )?;
     drop(keys);
-    let excluded = ex.excluded().clone();
+    let excluded = if by_installer {
+        crate::pkg::pathfilter::Excluded {
+            rules: filter.lines(),
+            entries: None,
+            bytes: None,
+        }
+    } else {
+        ex.excluded().clone()
+    };
     let mtree = ex.finish()?;
     let installed = host::installed(staged.path(), plan.format)?;
     eprintln!(

@@ -242,7 +242,8 @@ impl Extractor {
             owns_root,
             excluded: Excluded {
                 rules: opts.filter.lines(),
-                ..Default::default()
+                entries: Some(0),
+                bytes: Some(0),
             },
             filter: opts.filter,
             left_out: Default::default(),
@@ -266,9 +267,9 @@ impl Extractor {
     }
 
     fn count_left_out(&mut self, path: &[u8], kind: MType, size: u64) {
-        self.excluded.entries += 1;
+        *self.excluded.entries.get_or_insert(0) += 1;
         if kind == MType::File {
-            self.excluded.bytes += size;
+            *self.excluded.bytes.get_or_insert(0) += size;
         }
         self.left_out.insert(path.to_vec());
     }

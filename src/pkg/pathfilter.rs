@@ -116,10 +116,13 @@ impl PathFilter {
 pub struct Excluded {
     /// The rules in force, as dpkg configuration lines, in order.
     pub rules: Vec<String>,
-    /// Entries left out (files, links, directories, device nodes).
-    pub entries: u64,
-    /// Bytes of file content left out.
-    pub bytes: u64,
+    /// Entries left out (files, links, directories, device nodes); None when the distro's
+    /// own installer applied the rules (dpkg in a builder container), which counts nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entries: Option<u64>,
+    /// Bytes of file content left out (None as for `entries`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
 }
 
 /// fnmatch(3) with no flags: `*` and `?` match any byte, `/` and a leading `.` included;

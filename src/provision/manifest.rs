@@ -165,8 +165,15 @@ impl Manifest {
             for r in &e.rules {
                 let _ = writeln!(y, "    - {}", q(r));
             }
-            let _ = writeln!(y, "  excluded-entries: {}", e.entries);
-            let _ = writeln!(y, "  excluded-bytes: {}", e.bytes);
+            match (e.entries, e.bytes) {
+                (Some(n), Some(b)) => {
+                    let _ = writeln!(y, "  excluded-entries: {n}");
+                    let _ = writeln!(y, "  excluded-bytes: {b}");
+                }
+                _ => {
+                    let _ = writeln!(y, "  applied-by: {}", q("the distro's installer"));
+                }
+            }
         }
         if let Some(p) = &self.profile {
             let _ = writeln!(y, "host-profile: {}", q(p));

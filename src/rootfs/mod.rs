@@ -176,14 +176,17 @@ pub fn path_filter(
 
 /// What the build log says about the path filter's work; None without rules.
 pub(crate) fn excluded_note(e: &crate::pkg::pathfilter::Excluded) -> Option<String> {
-    (!e.rules.is_empty()).then(|| {
-        format!(
-            "path filters left out {} entries ({:.1} MiB; docs, man pages, translations; \
-             --keep-docs keeps them; listed in osbuilder.yaml)",
-            e.entries,
-            e.bytes as f64 / 1048576.0
-        )
-    })
+    if e.rules.is_empty() {
+        return None;
+    }
+    let done = match (e.entries, e.bytes) {
+        (Some(n), Some(b)) => format!("left out {n} entries ({:.1} MiB)", b as f64 / 1048576.0),
+        _ => "were applied by the builder's own installer".to_string(),
+    };
+    Some(format!(
+        "path filters {done}: docs, man pages, translations; --keep-docs keeps them; the \
+         rules are listed in osbuilder.yaml"
+    ))
 }
 
 /// Provisioning of a rootfs being built: prepared up front, applied to the staged rootfs
