@@ -6,6 +6,7 @@
 #   arm64: osbuilder rootfs --systemd   vs  mmdebstrap --arch=arm64 (maintainer scripts under
 #          qemu-user through binfmt_misc; skipped when qemu-user-static/binfmt is missing)
 #
+# osbuilder keeps the docs (--keep-docs), as mmdebstrap does: the same tree from both.
 # osbuilder is timed with a cold cache (downloads included, like mmdebstrap) and warm, with
 # --no-agent (mmdebstrap installs no agent either).
 # Needs root (mmdebstrap's root mode), mmdebstrap, and for arm64 qemu-user-static +
@@ -57,9 +58,9 @@ count() { dpkg-query --admindir="$1/var/lib/dpkg" -W -f '${Package}\n' | wc -l; 
 run_arch() {
   local arch=$1
   local osb_cold osb_warm mm
-  osb_cold=$(timed "osb-$arch-cold" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent \
+  osb_cold=$(timed "osb-$arch-cold" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent --keep-docs \
     --arch "$arch" --extra-pkgs "$PKGS" --mirror "$mirror" --cache-dir "$WORK/cache-$arch" -o "$WORK/osb-$arch")
-  osb_warm=$(timed "osb-$arch-warm" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent \
+  osb_warm=$(timed "osb-$arch-warm" "$OSB" rootfs --distro debian --os-version "$SUITE" --systemd --no-agent --keep-docs \
     --arch "$arch" --extra-pkgs "$PKGS" --mirror "$mirror" --cache-dir "$WORK/cache-$arch" -o "$WORK/osb-$arch")
   mm=$(timed "mm-$arch" mmdebstrap --mode=root --variant=required --arch="$arch" --include="$PKGS" \
     "$SUITE" "$WORK/mm-$arch" "$mirror")

@@ -412,6 +412,31 @@ fn rpm_qa(root: &Path) -> Vec<String> {
     v
 }
 
+/// `osbuilder image ROOTFS -o IMG ARGS` run with `c`; the first partition's start sector
+/// (sfdisk's reading of the image).
+fn image_first_partition(mut c: Command, rootfs: &Path, img: &Path, args: &[&str]) -> u64 {
+    c.arg("image")
+        .arg(rootfs)
+        .arg("-o")
+        .arg(img)
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", "1700000000");
+    let (ok, _, err) = run(&mut c);
+    assert!(ok, "{err}");
+    let parts: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
+        &Command::new("sfdisk")
+            .arg("-J")
+            .arg(img)
+            .output()
+            .unwrap()
+            .stdout,
+    ))
+    .unwrap();
+    parts["partitiontable"]["partitions"][0]["start"]
+        .as_u64()
+        .unwrap()
+}
+
 /// `rpm -q --qf FORMAT PKG` against the rootfs's database.
 fn rpm_query(root: &Path, format: &str, pkg: &str) -> String {
     let o = Command::new("rpm")
@@ -948,27 +973,7 @@ fn file_capabilities_are_kept_and_lua_scriptlets_named_in_the_plan() {
 
     // (c) An ext4 image of it carries the attribute; debugfs reads it.
     let img = mine.join("caps.img");
-    let mut c = nobody();
-    c.arg("image")
-        .arg(&out)
-        .arg("-o")
-        .arg(&img)
-        .env("SOURCE_DATE_EPOCH", "1700000000");
-    let (ok, _, err) = run(&mut c);
-    assert!(ok, "{err}");
-    let parts: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
-        &Command::new("sfdisk")
-            .arg("-J")
-            .arg(&img)
-            .output()
-            .unwrap()
-            .stdout,
-    ))
-    .unwrap();
-    let start = parts["partitiontable"]["partitions"][0]["start"]
-        .as_u64()
-        .unwrap()
-        * 512;
+    let start = image_first_partition(nobody(), &out, &img, &[]) * 512;
     let ea = Command::new("debugfs")
         .arg("-R")
         .arg("ea_list /usr/bin/ping")
@@ -992,26 +997,7 @@ fn file_capabilities_are_kept_and_lua_scriptlets_named_in_the_plan() {
         ("setcap", "libcap2-bin"),
     ]) {
         let img = mine.join("caps-erofs.img");
-        let mut c = nobody();
-        c.arg("image")
-            .arg(&out)
-            .args(["--fs", "erofs", "-o"])
-            .arg(&img)
-            .env("SOURCE_DATE_EPOCH", "1700000000");
-        let (ok, _, err) = run(&mut c);
-        assert!(ok, "{err}");
-        let parts: serde_json::Value = serde_json::from_str(&String::from_utf8_lossy(
-            &Command::new("sfdisk")
-                .arg("-J")
-                .arg(&img)
-                .output()
-                .unwrap()
-                .stdout,
-        ))
-        .unwrap();
-        let start = parts["partitiontable"]["partitions"][0]["start"]
-            .as_u64()
-            .unwrap();
+        let start = image_first_partition(nobody(), &out, &img, &["--fs", "erofs"]);
         let part = mine.join("caps.erofs");
         assert!(
             Command::new("dd")
